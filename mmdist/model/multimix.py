@@ -1,0 +1,94 @@
+"""One network for all nine variants: shared encoder, optional classifier head, optional decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mmdist.model.blocks import ClassifierHead, Decoder, Encoder, scaled_channels
+from mmdist.model.saliency import input_saliency
+from mmdist.model.variants import VARIANTS, VariantSpec
+
+
+@dataclass
+class NetOutput:
+    """What one forward returns; fields are None when the inputs or the variant leave them out."""
+
+    cls_logits: Optional[torch.Tensor] = None
+    """(N_c, 2) logits of the classification images."""
+    pseudo_logits: Optional[torch.Tensor] = None
+    """(N_p, 2) logits of the pseudo-label images, computed without gradient."""
+    seg_logits: Optional[torch.Tensor] = None
+    """(N_s, 1, H, W) mask logits of the segmentation images."""
+    seg_cls_logits: Optional[torch.Tensor] = None
+    """(N_s, 2) class logits of the segmentation images (the saliency's source)."""
+    saliency: Optional[torch.Tensor] = None
+    """(N_s, 1, H, W) saliency maps |d score / d input| of the segmentation images."""
+
+
+class MultiMixNet(nn.Module):
+    """The paper's backbone with the heads a variant needs.
+
+    ``forward(cls_images, seg_images, pseudo_images)`` runs everything one training step needs in
+    one call, so a DistributedDataParallel wrapper sees a single forward per step. Inputs are
+    (N, 1, H, W) float tensors with H, W multiples of 32, normalised to [-1, 1].
+    """
+
+    def __init__(self, variant: str = "multimix", saliency: str = "auto", width: float = 1.0,
+                 dropout: float = 0.25, saliency_inner_scale: float = 1024.0):
+        super().__init__()
+        spec: VariantSpec = VARIANTS[variant]
+        if saliency == "auto":
+            saliency = "detached" if spec.bridge else "none"
+        if saliency != "none" and not (spec.classifier and spec.decoder):
+            raise ValueError(f"variant {variant!r} cannot carry a saliency bridge")
+        self.spec = spec
+        self.saliency_mode = saliency
+        self.saliency_inner_scale = saliency_inner_scale
+        channels = scaled_channels(width)
+        self.encoder = Encoder(channels, dropout)
+        self.classifier = ClassifierHead(channels[-1]) if spec.classifier else None
+        bridge_channels = 2 if saliency != "none" else 0
+        self.decoder = Decoder(channels, dropout, bridge_channels) if spec.decoder else None
+
+    def encode(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
+        features = self.encoder(images)
+        logits = self.classifier(features[-1]) if self.classifier is not None else None
+        return features, logits
+
+    def forward(self, cls_images: Optional[torch.Tensor] = None,
+                seg_images: Optional[torch.Tensor] = None,
+                pseudo_images: Optional[torch.Tensor] = None) -> NetOutput:
+        out = NetOutput()
+        if cls_images is not None:
+            if self.classifier is None:
+                raise ValueError(f"variant {self.spec.name!r} has no classifier")
+            _, out.cls_logits = self.encode(cls_images)
+        if pseudo_images is not None:
+            if self.classifier is None:
+                raise ValueError(f"variant {self.spec.name!r} has no classifier")
+            with torch.no_grad():
+                _, logits = self.encode(pseudo_images)
+            out.pseudo_logits = logits.detach()
+        if seg_images is not None:
+            if self.decoder is None:
+                raise ValueError(f"variant {self.spec.name!r} has no decoder")
+            bridge = None
+            if self.saliency_mode == "none":
+                features, out.seg_cls_logits = self.encode(seg_images)
+            else:
+                features, out.seg_cls_logits, out.saliency = input_saliency(
+                    seg_images, self.encode, self.saliency_mode, self.saliency_inner_scale)
+                bridge = torch.cat([seg_images, out.saliency.to(seg_images.dtype)], dim=1)
+            out.seg_logits = self.decoder(features, bridge)
+        return out
+
+
+def build_model(model_config) -> MultiMixNet:
+    """Build the network from a ``ModelConfig`` (mmdist.config)."""
+    return MultiMixNet(variant=model_config.variant, saliency=model_config.saliency,
+                       width=model_config.width, dropout=model_config.dropout,
+                       saliency_inner_scale=model_config.saliency_inner_scale)

@@ -1,0 +1,69 @@
+"""The paper's nine models (Table 2/3) as one table over the same parts.
+
+Every variant shares the encoder; the flags say which heads exist, how the classifier learns from
+unlabeled images, whether the saliency bridge joins the heads and whether the segmentation
+consistency term is on. The data layer reads ``streams`` to know which of the five streams to
+produce; the losses read the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Names of the batch streams a training step can consume (see mmdist.data.streams.StepBatch).
+SEG_LABELED = "seg_labeled"
+SEG_UNLABELED = "seg_unlabeled"
+CLS_LABELED = "cls_labeled"
+CLS_WEAK = "cls_unlabeled_weak"
+CLS_STRONG = "cls_unlabeled_strong"
+CLS_WEAK2 = "cls_unlabeled_weak2"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    classifier: bool
+    """Has the classification head (and trains it on labeled images)."""
+    decoder: bool
+    """Has the U-Net decoder (and trains it with Dice on labeled masks)."""
+    ssl: Literal["none", "fixmatch", "mixmatch"]
+    """How the classifier learns from unlabeled images."""
+    bridge: bool
+    """The saliency bridge is on by default (model.saliency=auto resolves to 'detached')."""
+    consistency: bool
+    """The segmentation KL between labeled and unlabeled predictions is on."""
+    description: str
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        names = []
+        if self.decoder:
+            names.append(SEG_LABELED)
+            if self.consistency:
+                names.append(SEG_UNLABELED)
+        if self.classifier:
+            names.append(CLS_LABELED)
+            if self.ssl == "fixmatch":
+                names += [CLS_WEAK, CLS_STRONG]
+            elif self.ssl == "mixmatch":
+                names += [CLS_WEAK, CLS_WEAK2]
+        return tuple(names)
+
+
+def _v(name, classifier, decoder, ssl, bridge, consistency, description) -> VariantSpec:
+    return VariantSpec(name, classifier, decoder, ssl, bridge, consistency, description)
+
+
+VARIANTS: dict[str, VariantSpec] = {v.name: v for v in (
+    _v("unet", False, True, "none", False, False, "U-Net: segmentation only"),
+    _v("enc", True, False, "none", False, False, "Encoder: supervised classification only"),
+    _v("enc_mm", True, False, "mixmatch", False, False, "Encoder + MixMatch SSL"),
+    _v("enc_ssl", True, False, "fixmatch", False, False, "Encoder + confidence-based augmentation SSL"),
+    _v("umtl", True, True, "none", False, False, "Multi-task U-Net"),
+    _v("umtl_s", True, True, "none", True, False, "Multi-task U-Net + saliency bridge"),
+    _v("umtl_ssl", True, True, "fixmatch", False, False, "Multi-task U-Net + SSL classification"),
+    _v("umtl_ssl_s", True, True, "fixmatch", True, False, "UMTL + SSL + saliency bridge"),
+    _v("multimix", True, True, "fixmatch", True, True,
+       "MultiMix: UMTL + SSL + saliency bridge + segmentation consistency"),
+)}
