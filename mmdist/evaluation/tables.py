@@ -1,0 +1,208 @@
+"""Result tables: one run's row in the paper's format, and sweep tables over seeds with t-tests.
+
+A run directory holds config.yaml (which model, which label budgets, which seed) and
+eval/metrics.json (written by ``python -m mmdist.evaluate``). A sweep table groups runs into cells
+(variant, |D_l^c|, |D_l^s|), reports mean +- std over the runs (seeds) of a cell for every test
+set and metric, and Student's two-sided t-test p-value (``scipy.stats.ttest_ind``, equal
+variances) of the reference model (MultiMix) against each other model at the same budgets.
+
+    python -m mmdist.evaluation.tables RUN_DIR... [--out DIR] [--reference multimix]
+
+writes DIR/table.md and DIR/table.csv (default DIR: the current folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import ttest_ind
+
+from mmdist.config import ConfigError, load_config
+from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
+
+METRIC_ORDER = CLASSIFICATION_METRICS + SEGMENTATION_METRICS
+PAPER_COLUMNS = (("Acc", "acc", "classification"), ("F1-N", "f1_normal", "classification"),
+                 ("F1-P", "f1_pneumonia", "classification"), ("Dice", "dice", "segmentation"),
+                 ("HD", "hausdorff", "segmentation"), ("SSIM", "ssim", "segmentation"))
+"""The columns of the paper's Table 2: (header, metric, test-set kind)."""
+PAPER_HEADER = ("| model | D_l^c | D_l^s | " + " | ".join(h for h, _, _ in PAPER_COLUMNS) + " |\n"
+                "|---|---|---|" + "---|" * len(PAPER_COLUMNS) + "\n")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    variant: str
+    classification_labeled: str
+    segmentation_labeled: str
+    seed: int
+    test_sets: dict
+    """name -> {'kind': 'classification'|'segmentation', 'domain': 'in'|'cross', 'metrics': {...}}"""
+
+    @property
+    def cell(self) -> tuple[str, str, str]:
+        return self.variant, self.classification_labeled, self.segmentation_labeled
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """Read a run's config.yaml and eval/metrics.json; errors name the file."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "eval" / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: missing; run `python -m mmdist.evaluate "
+                                f"{run_dir}` first")
+    try:
+        config = load_config(run_dir / "config.yaml")
+    except ConfigError as exc:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: {exc}") from None
+    try:
+        data = json.loads(metrics_path.read_text())
+        test_sets = data["test_sets"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{metrics_path}: not an evaluation result ({exc!r})") from None
+    budget = config.data.budget
+    return RunResult(run_dir, config.model.variant, str(budget.classification_labeled),
+                     str(budget.segmentation_labeled), config.seed, test_sets)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _first_set(test_sets: dict, kind: str, domain: str):
+    for name in sorted(test_sets):
+        entry = test_sets[name]
+        if entry["kind"] == kind and entry["domain"] == domain:
+            return entry
+    return None
+
+
+def paper_row(variant: str, classification_labeled, segmentation_labeled, test_sets: dict) -> str:
+    """One Markdown row of the paper's Table 2: in-domain values, cross-domain in brackets.
+
+    test_sets: as in eval/metrics.json. A metric the run has no test set for prints '-'.
+    """
+    cells = []
+    for _, metric, kind in PAPER_COLUMNS:
+        inside = _first_set(test_sets, kind, "in")
+        cross = _first_set(test_sets, kind, "cross")
+        text = _fmt(inside["metrics"].get(metric)) if inside else "-"
+        if cross is not None and metric in cross["metrics"]:
+            text += f" ({_fmt(cross['metrics'][metric])})"
+        cells.append(text)
+    return f"| {variant} | {classification_labeled} | {segmentation_labeled} | " + \
+        " | ".join(cells) + " |\n"
+
+
+def _t_test(a: list[float], b: list[float]) -> float:
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    with warnings.catch_warnings():
+        # Identical values in both groups give NaN with a precision warning: no evidence either way.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_ind(a, b, equal_var=True).pvalue)
+
+
+def _budget_key(value: str):
+    return (1, 0) if value == "full" else (0, int(value))
+
+
+def sweep_rows(runs: list[RunResult], reference: str = "multimix") -> list[dict]:
+    """Long-format rows: one per (cell, test set, metric) with n, mean, std, p vs ``reference``."""
+    values = defaultdict(list)
+    for run in runs:
+        for name, entry in run.test_sets.items():
+            for metric, value in entry["metrics"].items():
+                if value is not None and not math.isnan(value):
+                    values[run.cell + (name, metric)].append(float(value))
+    rows = []
+    for key in sorted(values, key=lambda k: (_budget_key(k[1]), _budget_key(k[2]), k[0] != reference,
+                                             k[0], k[3], METRIC_ORDER.index(k[4])
+                                             if k[4] in METRIC_ORDER else 99)):
+        variant, cls_budget, seg_budget, test_set, metric = key
+        got = values[key]
+        ref = values.get((reference, cls_budget, seg_budget, test_set, metric), [])
+        rows.append({
+            "variant": variant, "classification_labeled": cls_budget,
+            "segmentation_labeled": seg_budget, "test_set": test_set, "metric": metric,
+            "n": len(got), "mean": float(np.mean(got)),
+            # Sample std (ddof=1), as a paper's "+-" over repeated runs; 0 for a single run.
+            "std": float(np.std(got, ddof=1)) if len(got) > 1 else 0.0,
+            "p_vs_reference": math.nan if variant == reference else _t_test(got, ref),
+        })
+    return rows
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    fields = ["variant", "classification_labeled", "segmentation_labeled", "test_set", "metric",
+              "n", "mean", "std", "p_vs_reference"]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                         for k, v in row.items()})
+    return out.getvalue()
+
+
+def rows_to_markdown(rows: list[dict], reference: str = "multimix") -> str:
+    """One line per cell; a column per (test set, metric): 'mean ± std' and p vs the reference."""
+    columns = []
+    for row in rows:
+        column = (row["test_set"], row["metric"])
+        if column not in columns:
+            columns.append(column)
+    columns.sort(key=lambda c: (c[0], METRIC_ORDER.index(c[1]) if c[1] in METRIC_ORDER else 99))
+    cells: dict = {}
+    for row in rows:
+        cell = (row["variant"], row["classification_labeled"], row["segmentation_labeled"])
+        text = f"{row['mean']:.3f} ± {row['std']:.3f}"
+        if not math.isnan(row["p_vs_reference"]):
+            text += f" (p={row['p_vs_reference']:.3g})"
+        cells.setdefault(cell, {"n": row["n"]})[(row["test_set"], row["metric"])] = text
+    header = "| model | D_l^c | D_l^s | runs | " + " | ".join(f"{t} {m}" for t, m in columns) + " |\n"
+    header += "|---|---|---|---|" + "---|" * len(columns) + "\n"
+    lines = [f"| {v} | {c} | {s} | {entry['n']} | " +
+             " | ".join(entry.get(col, "-") for col in columns) + " |\n"
+             for (v, c, s), entry in cells.items()]
+    note = (f"\nmean ± std over runs (seeds); p: Student's two-sided t-test against {reference} "
+            "at the same label budgets.\n")
+    return header + "".join(lines) + note
+
+
+def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
+                      reference: str = "multimix") -> tuple[Path, Path]:
+    """Write out_dir/table.md and out_dir/table.csv for the given run directories."""
+    if not run_dirs:
+        raise ValueError("no run directories given")
+    rows = sweep_rows([load_run(d) for d in run_dirs], reference)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, csv_path = out_dir / "table.md", out_dir / "table.csv"
+    md.write_text(rows_to_markdown(rows, reference))
+    csv_path.write_text(rows_to_csv(rows))
+    return md, csv_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mmdist.evaluation.tables",
+                                     description="Sweep table (mean ± std, t-tests) over runs.")
+    parser.add_argument("run_dirs", nargs="+", help="evaluated run directories")
+    parser.add_argument("--out", default=".", help="folder for table.md and table.csv")
+    parser.add_argument("--reference", default="multimix", help="model the t-tests compare against")
+    args = parser.parse_args(argv)
+    md, _ = write_sweep_table(args.run_dirs, args.out, args.reference)
+    print(md.read_text(), end="")
+
+
+if __name__ == "__main__":
+    main()
