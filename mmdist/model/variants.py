@@ -11,13 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# Names of the batch streams a training step can consume (see mmdist.data.streams.StepBatch).
-SEG_LABELED = "seg_labeled"
-SEG_UNLABELED = "seg_unlabeled"
-CLS_LABELED = "cls_labeled"
-CLS_WEAK = "cls_unlabeled_weak"
-CLS_STRONG = "cls_unlabeled_strong"
-CLS_WEAK2 = "cls_unlabeled_weak2"
+from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
+                                 SEG_UNLABELED)
 
 
 @dataclass(frozen=True)
@@ -34,6 +29,12 @@ class VariantSpec:
     consistency: bool
     """The segmentation KL between labeled and unlabeled predictions is on."""
     description: str
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The data tasks this variant trains on."""
+        return tuple(t for t, on in (("classification", self.classifier),
+                                     ("segmentation", self.decoder)) if on)
 
     @property
     def streams(self) -> tuple[str, ...]:

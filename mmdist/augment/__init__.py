@@ -1,0 +1,1 @@
+"""Augmentation: the policy (declared once) and its backends (torch, DALI)."""

@@ -1,0 +1,1 @@
+"""Data: the built-in generator, real-data adapters and caches, splits and the training streams."""

@@ -1,0 +1,1 @@
+"""Engine: the training loop, strategies (single, DDP, DeepSpeed), precision, checkpoints, logging."""

@@ -1,0 +1,97 @@
+"""Checkpoints: written atomically, found by step, rotated.
+
+A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with the keys
+step, model (state_dict of the bare network), optimizer, scheduler, scaler, rng, config, and
+format. It is written to a temporary file in the same folder, flushed to disk, then renamed over
+the final name, so a crash mid-write never leaves a truncated checkpoint under a real name.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+FORMAT = 1
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def find_latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int = 2) -> Path:
+    """Write ``state`` (plus step, rng and format) for ``step``; keep the newest ``keep``."""
+    path = checkpoint_path(run_dir, step)
+    atomic_torch_save({**state, "step": step, "rng": rng_state(), "format": FORMAT}, path)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise RuntimeError(f"{path}: not a readable mmdist checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise RuntimeError(f"{path}: not an mmdist checkpoint (format {state.get('format')!r})")
+    return state
