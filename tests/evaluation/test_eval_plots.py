@@ -1,0 +1,73 @@
+"""Plot files decode as images of the expected size, and the TensorBoard copies read back."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from mmdist.evaluation import plots
+
+
+def test_boundary_overlay_marks_the_inner_edges():
+    image = np.full((12, 12), 100, dtype=np.uint8)
+    true = np.zeros((12, 12), bool)
+    true[2:8, 2:8] = True
+    pred = np.zeros((12, 12), bool)
+    pred[4:10, 4:10] = True
+    rgb = plots.boundary_overlay(image, true, pred)
+    assert rgb.shape == (12, 12, 3) and rgb.dtype == np.uint8
+    green = (rgb == plots.TRUTH_COLOUR).all(-1)
+    red = (rgb == plots.PREDICTION_COLOUR).all(-1)
+    # truth ring of the 6x6 square: 20 pixels, of which (7,4..7),(4..7,7) are pred-interior, not edge
+    assert green[2, 2:8].all() and green[2:8, 2].all() and not green[3:7, 3:7].any()
+    assert red[4, 4:10].all() and red[9, 4:10].all() and red.sum() == 20
+    assert (rgb[~green & ~red] == 100).all()
+    grid = plots.boundary_overlay_grid(np.stack([image] * 3), np.stack([true] * 3), np.stack([pred] * 3))
+    assert grid.shape == (12, 36, 3)
+
+
+def test_figures_write_pngs_of_the_expected_size_and_tensorboard_reads_them(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 6)
+    scores = np.clip(labels * 0.4 + rng.uniform(size=12) * 0.6, 0, 1)
+    images = rng.integers(0, 255, size=(6, 32, 32), dtype=np.uint8)
+    masks = np.zeros((6, 32, 32), bool)
+    masks[:, 8:24, 6:26] = True
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    written = {
+        "roc": plots.save_figure(plots.roc_figure({"in": (labels, scores), "one": (np.ones(3), scores[:3])}),
+                                 tmp_path / "roc.png", writer, "eval/roc"),
+        "bland_altman": plots.save_figure(
+            plots.bland_altman_figure(rng.uniform(200, 300, 6), rng.uniform(200, 300, 6)),
+            tmp_path / "ba.png", writer, "eval/bland_altman"),
+        "dice_box": plots.save_figure(
+            plots.dice_boxplot_figure({"a": rng.uniform(size=5), "b": rng.uniform(size=7)}),
+            tmp_path / "box.png", writer, "eval/dice_box"),
+        "saliency": plots.save_figure(
+            plots.saliency_figure(images, rng.uniform(size=(6, 32, 32)), labels[:6],
+                                  np.stack([1 - scores[:6], scores[:6]], 1)),
+            tmp_path / "sal.png", writer, "eval/saliency"),
+        "overlay": plots.save_image(plots.boundary_overlay_grid(images[:4], masks[:4], masks[:4]),
+                                    tmp_path / "overlay.png", writer, "eval/overlay"),
+    }
+    writer.close()
+    expected = {"roc": (500, 500), "bland_altman": (600, 400), "dice_box": (400, 400),
+                "saliency": (800, 440), "overlay": (128, 32)}
+    for name, path in written.items():
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == expected[name], name
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={IMAGES: 0})
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == sorted(
+        ["eval/roc", "eval/bland_altman", "eval/dice_box", "eval/saliency", "eval/overlay"])
+    for tag, name in [("eval/roc", "roc"), ("eval/overlay", "overlay"), ("eval/saliency", "saliency")]:
+        (event,) = events.Images(tag)
+        assert (event.width, event.height) == expected[name]
+        decoded = Image.open(io.BytesIO(event.encoded_image_string))
+        assert decoded.size == expected[name]
+    overlay = np.asarray(Image.open(io.BytesIO(events.Images("eval/overlay")[0].encoded_image_string)))
+    assert (overlay[..., :3] == np.asarray(Image.open(written["overlay"]))).all()
