@@ -31,6 +31,10 @@ class CorruptImage(Exception):
     """An image or mask file cannot be decoded. The message names the file and the reason."""
 
 
+class MaskMismatch(DatasetError):
+    """A mask that cannot be paired with its image (wrong frame, or left/right disagree)."""
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Stretch a >8-bit grayscale array linearly to 0..255 (min -> 0, max -> 255)."""
     array = np.asarray(array)
@@ -66,7 +70,7 @@ def _decode_jsrt(data: bytes) -> np.ndarray:
     raw = np.frombuffer(data, dtype=">u2").reshape(JSRT_SHAPE)
     # Stored as optical density (high = dark); invert so bone is bright like every other source.
     density = np.minimum(raw, JSRT_MAX).astype(np.uint32)
-    return ((JSRT_MAX - density) * 255 + JSRT_MAX // 2) // JSRT_MAX).astype(np.uint8)
+    return (((JSRT_MAX - density) * 255 + JSRT_MAX // 2) // JSRT_MAX).astype(np.uint8)
 
 
 def _decode_dicom(data: bytes) -> np.ndarray:
@@ -82,43 +86,37 @@ def _decode_dicom(data: bytes) -> np.ndarray:
     return gray
 
 
-def decode_gray(data: bytes, name: str, draft_size: int | None = None) -> np.ndarray:
-    """Decode file bytes into an (H, W) uint8 grayscale array at the file's own resolution.
+def decode_gray(data: bytes, name: str,
+                draft_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode file bytes into ((H, W) uint8 grayscale, (width, height) of the file).
 
     name: the file name (its suffix picks the JSRT/DICOM readers; also used in errors).
     draft_size: JPEG only: let the decoder shrink by a power of two while staying >= this size
-        (much faster for large JPEGs; the result is then not at full resolution).
+        (much faster for large JPEGs); the returned array is then smaller than the file's
+        (width, height), which is still reported at full resolution.
     """
     suffix = Path(name).suffix.lower()
     try:
         if suffix == ".img":
-            return _decode_jsrt(data)
-        if suffix in (".dcm", ".dicom") or data[128:132] == b"DICM":
-            return _decode_dicom(data)
-        with Image.open(io.BytesIO(data)) as image:
-            if draft_size and image.format == "JPEG":
-                image.draft("L", (draft_size, draft_size))
-            image.load()
-            gray = _pil_to_gray(image)
+            gray = _decode_jsrt(data)
+            full = (gray.shape[1], gray.shape[0])
+        elif suffix in (".dcm", ".dicom") or data[128:132] == b"DICM":
+            gray = _decode_dicom(data)
+            full = (gray.shape[1], gray.shape[0])
+        else:
+            with Image.open(io.BytesIO(data)) as image:
+                full = image.size
+                if draft_size and image.format == "JPEG":
+                    image.draft("L", (draft_size, draft_size))
+                image.load()
+                gray = _pil_to_gray(image)
     except CorruptImage:
         raise
     except Exception as exc:  # Pillow raises many types for a broken file; all mean "unreadable"
         raise CorruptImage(f"{type(exc).__name__}: {exc}") from None
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise CorruptImage(f"decoded to shape {gray.shape}, expected a 2-D image")
-    return np.ascontiguousarray(gray)
-
-
-def original_size(data: bytes, name: str) -> tuple[int, int]:
-    """(width, height) the file declares, without decoding its pixels (JSRT: fixed)."""
-    if Path(name).suffix.lower() == ".img":
-        return JSRT_SHAPE[1], JSRT_SHAPE[0]
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception:
-        gray = decode_gray(data, name)
-        return gray.shape[1], gray.shape[0]
+    return np.ascontiguousarray(gray), (int(full[0]), int(full[1]))
 
 
 def resize_gray(gray: np.ndarray, size: int) -> np.ndarray:
@@ -154,10 +152,6 @@ def check_mask_frame(mask_hw: tuple[int, int], image_hw: tuple[int, int], mask_n
                            f"image {image_name} ({image_hw[1]}x{image_hw[0]}): their aspect "
                            f"ratios differ by more than {MASK_ASPECT_TOLERANCE:.0%} "
                            f"(transposed or from another image?)")
-
-
-class MaskMismatch(DatasetError):
-    """A mask that cannot be paired with its image (wrong frame, or left/right disagree)."""
 
 
 def merge_masks(parts: list[tuple[str, np.ndarray]], size: int) -> np.ndarray:
