@@ -1,7 +1,16 @@
 """Seeded train/val/test splits by patient, and the labeled/unlabeled budgets of the paper.
 
 No patient is ever in two splits: images are grouped by patient (an image without a patient id is
-its own group) and whole groups are assigned, stratified by class where labels exist.
+its own group) and whole groups are assigned. Groups are stratified by class (a patient with any
+pneumonia image counts as pneumonia, an unlabeled one as its own stratum) and, where only some
+images have masks, by whether the patient has one, so val and test keep the source's mix.
+
+Within the training split, ``choose_labeled`` picks the labeled subset of a budget (the paper's
+|D_l^c| = 100, 1000, full and |D_l^s| = 10, 50, full, or any integer); the rest of the training
+split is the unlabeled pool. Labeled subsets are stratified by class and nested: with one seed,
+the 100-image subset is the first 100 of the 1000-image one, so budgets differ only in labels.
+Everything is a function of the data and the seed; the train/val/test split does not depend on
+the budget.
 """
 
 from __future__ import annotations
@@ -12,10 +21,12 @@ import numpy as np
 
 from mmdist.data.imageset import NO_LABEL, ImageSet
 
+_SPLIT_STREAM, _LABELED_STREAM = 0x5EED, 0xB0D6E7
+
 
 @dataclass
 class Split:
-    """Index arrays into one ImageSet (sorted, disjoint)."""
+    """Index arrays into one ImageSet (sorted int64, pairwise disjoint)."""
 
     labeled: np.ndarray
     unlabeled: np.ndarray
@@ -27,84 +38,127 @@ class Split:
         return np.sort(np.concatenate([self.labeled, self.unlabeled]))
 
 
-def _group_label(labels: np.ndarray, members: np.ndarray) -> int:
-    values = labels[members]
-    values = values[values != NO_LABEL]
-    # A patient with any pneumonia image is stratified as pneumonia.
-    return int(values.max()) if len(values) else NO_LABEL
+def mask_flags(imageset: ImageSet) -> np.ndarray:
+    """(N,) bool: which images have a lung mask (meta['has_mask'] of a partly masked cache)."""
+    if imageset.masks is None:
+        return np.zeros(len(imageset), dtype=bool)
+    flags = imageset.meta.get("has_mask")
+    return np.ones(len(imageset), dtype=bool) if flags is None else np.asarray(flags, dtype=bool)
+
+
+def _closest_count(cumulative: np.ndarray, target: float) -> int:
+    """Number of leading groups whose image count is closest to ``target`` (cumulative[0] = 0)."""
+    return int(np.argmin(np.abs(cumulative - target)))
 
 
 def split_by_patient(imageset: ImageSet, val_fraction: float, test_fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (train, val, test) image indices; whole patients per split, stratified by class."""
+    """Return (train, val, test) sorted image indices; whole patients per split, stratified.
+
+    Fractions are of images (patients hold different numbers of images). Raises ValueError when
+    the source has too few patients to give every requested split one.
+    """
     groups = imageset.patient_groups()
-    keys, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(keys))]
-    labels = np.asarray(imageset.labels)
-    group_labels = np.array([_group_label(labels, m) for m in members])
-    rng = np.random.default_rng([seed, 0x5EED])
-    assignment = np.zeros(len(keys), dtype=np.int8)  # 0 train, 1 val, 2 test
-    for cls in np.unique(group_labels):
-        cls_groups = np.flatnonzero(group_labels == cls)
-        cls_groups = cls_groups[rng.permutation(len(cls_groups))]
-        sizes = np.array([len(members[g]) for g in cls_groups])
-        total = sizes.sum()
-        cumulative = np.cumsum(sizes)
-        # Fill test, then val, by image count (patients have different numbers of images).
-        test_end = np.searchsorted(cumulative, round(total * test_fraction), side="left") + \
-            (1 if test_fraction > 0 else 0)
-        test_end = min(test_end, len(cls_groups)) if test_fraction > 0 else 0
-        val_target = cumulative[test_end - 1] if test_end else 0
-        val_end = np.searchsorted(cumulative, val_target + round(total * val_fraction), side="left") + 1
-        val_end = min(max(val_end, test_end + 1), len(cls_groups))
-        assignment[cls_groups[:test_end]] = 2
-        assignment[cls_groups[test_end:val_end]] = 1
+    _, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_groups = int(inverse.max()) + 1 if len(inverse) else 0
+    needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+    if n_groups < needed:
+        raise ValueError(f"{imageset.source}: {n_groups} patient(s) cannot fill {needed} splits "
+                         f"(train, val, test) without sharing a patient")
+    sizes = np.bincount(inverse, minlength=n_groups)
+    group_label = np.full(n_groups, NO_LABEL, dtype=np.int64)
+    np.maximum.at(group_label, inverse, np.asarray(imageset.labels, dtype=np.int64))
+    group_masked = np.zeros(n_groups, dtype=bool)
+    np.logical_or.at(group_masked, inverse, mask_flags(imageset))
+    stratum = (group_label + 1) * 2 + group_masked
+
+    assignment = np.zeros(n_groups, dtype=np.int8)  # 0 train, 1 val, 2 test
+    for value in np.unique(stratum):
+        members = np.flatnonzero(stratum == value)
+        rng = np.random.default_rng([seed, _SPLIT_STREAM, int(value)])
+        members = members[rng.permutation(len(members))]
+        cumulative = np.concatenate([[0], np.cumsum(sizes[members])])
+        total = cumulative[-1]
+        n_test = _closest_count(cumulative, total * test_fraction)
+        n_val = _closest_count(cumulative[n_test:] - cumulative[n_test], total * val_fraction)
+        assignment[members[:n_test]] = 2
+        assignment[members[n_test:n_test + n_val]] = 1
+    # Tiny strata can round every group to train; give an empty requested split one patient
+    # from the largest stratum's training groups (drawn with the seed).
+    rng = np.random.default_rng([seed, _SPLIT_STREAM])
+    for split_id, fraction in ((2, test_fraction), (1, val_fraction)):
+        if fraction > 0 and not (assignment == split_id).any():
+            train_groups = np.flatnonzero(assignment == 0)
+            counts = np.bincount(stratum[train_groups])
+            pool = train_groups[stratum[train_groups] == np.argmax(counts)]
+            assignment[pool[rng.integers(len(pool))]] = split_id
     by_image = assignment[inverse]
-    return (np.flatnonzero(by_image == 0), np.flatnonzero(by_image == 1),
-            np.flatnonzero(by_image == 2))
+    train, val, test = (np.flatnonzero(by_image == k) for k in (0, 1, 2))
+    if len(train) == 0:
+        raise ValueError(f"{imageset.source}: no patient is left for training with "
+                         f"val_fraction={val_fraction} and test_fraction={test_fraction}")
+    return train, val, test
+
+
+def _nested_stratified_order(pool: np.ndarray, classes: np.ndarray, rng_seed: list) -> np.ndarray:
+    """Order ``pool`` so that every prefix is (about) stratified by ``classes``.
+
+    Each class is shuffled; its r-th member gets the key (r + 0.5) / class size, and the first
+    member of every class goes first so that a budget of at least the class count sees each one.
+    """
+    keys = np.empty(len(pool), dtype=np.float64)
+    for i, cls in enumerate(np.unique(classes)):
+        where = np.flatnonzero(classes == cls)
+        where = where[np.random.default_rng(rng_seed + [i]).permutation(len(where))]
+        keys[where] = (np.arange(len(where)) + 0.5) / len(where)
+        keys[where[0]] = -1.0 + i * 1e-6
+    return pool[np.lexsort((classes, keys))]
 
 
 def choose_labeled(imageset: ImageSet, train: np.ndarray, budget, seed: int,
                    need: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pick ``budget`` labeled images from ``train`` (int or 'full'); the rest is unlabeled.
+    """Pick ``budget`` labeled images from ``train`` (a positive int or 'full').
 
-    need: 'label' (classification: stratified by class) or 'mask' (segmentation).
-    Returns (labeled, unlabeled) sorted index arrays.
+    need: 'label' (classification: images with a class, stratified by class) or 'mask'
+    (segmentation: images with a mask). The rest of ``train`` is the unlabeled pool.
+    Returns (labeled, unlabeled) sorted index arrays. Raises ValueError when the budget exceeds
+    the eligible images.
     """
-    rng = np.random.default_rng([seed, 0xB0D6E7])
+    if need not in ("label", "mask"):
+        raise ValueError(f"need must be 'label' or 'mask', got {need!r}")
+    train = np.asarray(train, dtype=np.int64)
+    labels = np.asarray(imageset.labels)
     if need == "label":
-        eligible = train[np.asarray(imageset.labels)[train] != NO_LABEL]
+        eligible = train[labels[train] != NO_LABEL]
+        classes = labels[eligible]
     else:
-        eligible = train if imageset.masks is not None else train[:0]
+        eligible = train[mask_flags(imageset)[train]]
+        classes = np.zeros(len(eligible), dtype=np.int64)
     if budget == "full":
         count = len(eligible)
-    else:
-        if budget > len(eligible):
-            raise ValueError(f"{imageset.source}: label budget {budget} exceeds the "
-                             f"{len(eligible)} training images with a {need}")
+    elif isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget >= 1:
         count = int(budget)
-    if need == "label" and count < len(eligible):
-        labels = np.asarray(imageset.labels)[eligible]
-        chosen = []
-        classes, counts = np.unique(labels, return_counts=True)
-        # Largest-remainder allocation keeps the class ratio of the training split.
-        quotas = counts * count / counts.sum()
-        alloc = np.floor(quotas).astype(int)
-        for i in np.argsort(-(quotas - alloc))[: count - alloc.sum()]:
-            alloc[i] += 1
-        for cls, k in zip(classes, alloc):
-            pool = eligible[labels == cls]
-            chosen.append(pool[rng.permutation(len(pool))[:k]])
-        labeled = np.concatenate(chosen)
     else:
-        labeled = eligible[rng.permutation(len(eligible))[:count]]
-    labeled = np.sort(labeled)
-    unlabeled = np.setdiff1d(train, labeled)
-    return labeled, unlabeled
+        raise ValueError(f"label budget must be a positive integer or 'full', got {budget!r}")
+    if count > len(eligible):
+        raise ValueError(f"{imageset.source}: label budget {count} exceeds the {len(eligible)} "
+                         f"training images with a {need} (of {len(train)} training images)")
+    order = _nested_stratified_order(eligible, classes, [seed, _LABELED_STREAM])
+    labeled = np.sort(order[:count])
+    return labeled, np.setdiff1d(train, labeled)
 
 
 def make_split(imageset: ImageSet, budget, val_fraction: float, test_fraction: float,
                seed: int, need: str) -> Split:
+    """Patient-level train/val/test split, then the labeled budget within train."""
     train, val, test = split_by_patient(imageset, val_fraction, test_fraction, seed)
     labeled, unlabeled = choose_labeled(imageset, train, budget, seed, need)
     return Split(labeled=labeled, unlabeled=unlabeled, val=val, test=test)
+
+
+def shared_patients(imageset: ImageSet, first: np.ndarray, second: np.ndarray) -> set[str]:
+    """Patient ids (known ones only) present in both index arrays: empty for a sound split."""
+    patients = np.asarray(imageset.patients, dtype=object)
+    a = {p for p in patients[np.asarray(first, dtype=np.int64)] if p}
+    return a & {p for p in patients[np.asarray(second, dtype=np.int64)] if p}
