@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -106,11 +107,23 @@ class SourceConfig:
     count: int = 600
     """Synthetic only: number of images to generate for this task (train+val+test)."""
     domain: SyntheticDomainConfig = field(default_factory=SyntheticDomainConfig)
+    options: Any = field(default_factory=dict)
+    """Raw kinds only: options of the layout adapter (mmdist.data.adapters), e.g. for nih
+    ``{positive: Pneumonia, negative: No Finding, others: unlabeled, views: [PA],
+    max_per_patient: 1}``, for kermany ``{splits: [train]}``, for csv ``{csv: labels.csv}``.
+    An option the adapter does not take is reported when the source is prepared."""
+    prepare_workers: int = 1
+    """Raw kinds only: decoding processes when the folder is prepared on first use."""
 
     def __post_init__(self) -> None:
         if self.kind != "synthetic":
             _check(self.path is not None, "path", f"kind {self.kind!r} needs a dataset path")
         _check(self.count >= 10, "count", "must be >= 10")
+        _check(isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
+               "options", f"must be a mapping of option names to values, got {self.options!r}")
+        _check(not self.options or self.kind not in ("synthetic", "cache"), "options",
+               f"kind {self.kind!r} takes no adapter options (only raw dataset kinds do)")
+        _check(self.prepare_workers >= 1, "prepare_workers", "must be >= 1")
 
 
 Budget = Union[int, Literal["full"]]
@@ -150,9 +163,12 @@ class AugmentConfig:
     """'always' applies every drawn op (FixMatch); 'half' applies each with p=0.5 (the reference)."""
     pad_fraction: float = 0.125
     """Reflect padding of the weak random crop, as a fraction of the image size."""
+    threads: int = 2
+    """CPU threads of the DALI pipeline (backend 'dali'); the torch backend uses data.workers."""
 
     def __post_init__(self) -> None:
         _check(1 <= self.strong_ops <= 14, "strong_ops", "must be in [1, 14]")
+        _check(self.threads >= 1, "data.augment.threads", "must be >= 1")
         _check(1 <= self.strong_magnitude <= 10, "strong_magnitude", "must be in [1, 10]")
         _check(0 <= self.pad_fraction <= 0.5, "pad_fraction", "must be in [0, 0.5]")
 
@@ -270,6 +286,46 @@ class EngineConfig:
 
 
 @dataclass
+class CrossDomainSetConfig(SourceConfig):
+    """One cross-domain test set: a whole dataset from another source, evaluated (never trained
+    on) for one task. The source keys (kind, path, count, domain) are those of data.classification."""
+
+    name: str = ""
+    """Short name of the set in eval/metrics.json and the tables (letters, digits, '_', '-', '.')."""
+    task: Literal["classification", "segmentation"] = "segmentation"
+    """Which head it tests: classification needs labels, segmentation needs masks."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), "name",
+               f"must be a non-empty name of letters, digits, '_', '-' or '.', got {self.name!r}")
+
+
+IN_DOMAIN_TEST_SETS = ("classification", "segmentation")
+"""Names of the in-domain test sets (the test splits of data.classification/segmentation)."""
+
+
+@dataclass
+class EvaluationConfig:
+    """``python -m mmdist.evaluate``: which test sets besides the in-domain test splits."""
+
+    cross_domain: list[CrossDomainSetConfig] = field(default_factory=list)
+    """Cross-domain test sets, e.g. [{name: shenzhen, task: segmentation, kind: shenzhen,
+    path: /data/shenzhen-lungseg}]."""
+    examples: int = 8
+    """Images shown in the boundary-overlay and saliency figures (per set / per class)."""
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.cross_domain]
+        for name in names:
+            _check(names.count(name) == 1 and name not in IN_DOMAIN_TEST_SETS,
+                   "evaluation.cross_domain",
+                   f"test set name {name!r} is used twice or is an in-domain set's name "
+                   f"{IN_DOMAIN_TEST_SETS}")
+        _check(1 <= self.examples <= 64, "evaluation.examples", "must be in [1, 64]")
+
+
+@dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs/default"
@@ -279,6 +335,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
         if self.engine.device == "cpu" and self.engine.precision == "fp16" and \
@@ -303,6 +360,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
