@@ -103,6 +103,16 @@ class Strategy:
 
 
 def build_strategy(engine_config) -> Strategy:
+    """The Strategy named by ``engine.strategy``. 'ddp' and 'deepspeed' discover their rank from
+    the launcher's variables and start the process group (mmdist.engine.distributed)."""
     if engine_config.strategy == "single":
         return Strategy(engine_config)
-    raise NotImplementedError(f"engine.strategy={engine_config.strategy!r} is not available yet")
+    if engine_config.strategy == "ddp":
+        from mmdist.engine.ddp import DDPStrategy
+
+        return DDPStrategy(engine_config)
+    if engine_config.strategy == "deepspeed":
+        from mmdist.engine.deepspeed_strategy import DeepSpeedStrategy
+
+        return DeepSpeedStrategy(engine_config)
+    raise ValueError(f"engine.strategy: unknown strategy {engine_config.strategy!r}")
