@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,21 @@ PARTIAL = ".partial"
 FORMAT = "mmdist-cache/1"
 MANIFEST_COLUMNS = ("index", "name", "sha1", "label", "patient", "width", "height", "masks",
                     "mask_sha1")
+
+
+def write_manifest(path: str | Path, rows, summary: dict) -> None:
+    """Write manifest.csv (``rows``: sequences in MANIFEST_COLUMNS order) and then manifest.json
+    (``summary`` plus the format tag), each atomically; the arrays must already be in place."""
+    path = Path(path)
+    tmp = path / (MANIFEST_CSV + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+    os.replace(tmp, path / MANIFEST_CSV)
+    tmp = path / (MANIFEST_JSON + ".tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, **summary}, indent=1, default=str))
+    os.replace(tmp, path / MANIFEST_JSON)
 
 
 def is_cache(path: str | Path) -> bool:

@@ -14,7 +14,6 @@ and a mask that cannot be matched to its image stop the run with an error naming
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -169,12 +168,6 @@ def _keep_rows(src: Path, dst: Path, keep: np.ndarray, total: int) -> None:
     os.replace(tmp, dst)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _finish(out: Path, partial: Path, plan: dict, records: list[Record], metas: list[dict],
             with_masks: bool, notes: dict) -> dict:
     rejected = [i for i, m in enumerate(metas) if m["reject"] is not None]
@@ -192,27 +185,21 @@ def _finish(out: Path, partial: Path, plan: dict, records: list[Record], metas: 
         np.save(out / cache.HAS_MASK, has_mask)
     labels = np.array([r.label for r in kept], dtype=np.int64)
     np.save(out / cache.LABELS, labels)
-    tmp = out / (cache.MANIFEST_CSV + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(cache.MANIFEST_COLUMNS)
-        for new, (i, r) in enumerate(zip(keep, kept)):
-            m = metas[i]
-            writer.writerow([new, r.name, m["sha1"], r.label, r.patient, m["width"],
-                             m["height"], "|".join(r.masks), m["mask_sha1"]])
-    os.replace(tmp, out / cache.MANIFEST_CSV)
+    rows = ([new, r.name, metas[i]["sha1"], r.label, r.patient, metas[i]["width"],
+             metas[i]["height"], "|".join(r.masks), metas[i]["mask_sha1"]]
+            for new, (i, r) in enumerate(zip(keep, kept)))
     counts = {name: int((labels == i).sum()) for i, name in enumerate(CLASS_NAMES)}
     counts["unlabeled"] = int((labels == NO_LABEL).sum())
     summary = {
-        "format": cache.FORMAT, "dataset": plan["dataset"], "source": records[0].source,
+        "dataset": plan["dataset"], "source": records[0].source,
         "src": plan["src"], "out": str(out), "size": plan["size"], "options": plan["options"],
         "plan": plan["key"], "records": len(kept), "indexed": len(records),
         "rejects": rejects, "labels": counts, "with_mask": int(has_mask.sum()),
         "patients": len({r.patient for r in kept if r.patient}), "notes": notes,
     }
-    _write_atomic(out / cache.MANIFEST_JSON, json.dumps(summary, indent=1, default=str))
+    cache.write_manifest(out, rows, summary)
     shutil.rmtree(partial)
-    return summary
+    return {"format": cache.FORMAT, **summary}
 
 
 # ---------------------------------------------------------------------------------------------
