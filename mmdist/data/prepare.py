@@ -14,6 +14,7 @@ and a mask that cannot be matched to its image stop the run with an error naming
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -152,6 +153,13 @@ def _journal(partial: Path, chunk: int, metas: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
+def _relative(path: str, root: str) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
 def _keep_rows(src: Path, dst: Path, keep: np.ndarray, total: int) -> None:
     """Move a staging array to its final place, leaving out rejected rows."""
     if len(keep) == total:
@@ -186,7 +194,8 @@ def _finish(out: Path, partial: Path, plan: dict, records: list[Record], metas: 
     labels = np.array([r.label for r in kept], dtype=np.int64)
     np.save(out / cache.LABELS, labels)
     rows = ([new, r.name, metas[i]["sha1"], r.label, r.patient, metas[i]["width"],
-             metas[i]["height"], "|".join(r.masks), metas[i]["mask_sha1"]]
+             metas[i]["height"], "|".join(_relative(m, plan["src"]) for m in r.masks),
+             metas[i]["mask_sha1"]]
             for new, (i, r) in enumerate(zip(keep, kept)))
     counts = {name: int((labels == i).sum()) for i, name in enumerate(CLASS_NAMES)}
     counts["unlabeled"] = int((labels == NO_LABEL).sum())
@@ -225,6 +234,17 @@ def prepare_dataset(dataset: str, src: str | Path, out: str | Path, size: int = 
     index = index_dataset(dataset, src, **options)
     records = index.records
     plan = _plan(dataset, src, size, options, records)
+    out.mkdir(parents=True, exist_ok=True)
+    # Every rank of a job may reach this on first use: one prepares, the others wait, then reuse.
+    with (out / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare_locked(dataset, out, plan, index, size, workers, chunk_size, progress,
+                               start_time)
+
+
+def _prepare_locked(dataset: str, out: Path, plan: dict, index, size: int, workers: int,
+                    chunk_size: int, progress: bool, start_time: float) -> dict:
+    records = index.records
     if cache.is_cache(out):
         summary = cache.read_summary(out)
         if summary.get("plan") != plan["key"]:

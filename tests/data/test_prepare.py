@@ -231,3 +231,18 @@ def test_cli_prints_a_json_summary_last_and_names_errors(tmp_path):
     result = subprocess.run(command + ["--option", "views=[PA]"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown option(s) ['views']" in result.stderr
+
+
+def test_ranks_preparing_one_cache_at_once_wait_and_reuse(tmp_path):
+    for i in range(12):
+        save(tmp_path / "pool" / f"im{i:02d}.png", gradient(64, 64, seed=i))
+    command = [sys.executable, "-m", "mmdist.prepare", "--dataset", "folder", "--src",
+               str(tmp_path / "pool"), "--out", str(tmp_path / "out"), "--size", "16",
+               "--chunk-size", "2", "--no-progress"]
+    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    summaries = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1])
+                 for p in processes]
+    assert all(p.returncode == 0 for p in processes)
+    assert sorted(s["reused"] for s in summaries) == [False, True]
+    assert load_cache(tmp_path / "out").images.shape == (12, 16, 16)
