@@ -54,6 +54,13 @@ def test_kermany_missing_class_folder_and_empty_class(tmp_path):
         index_dataset("kermany", base, views=["PA"])
 
 
+def test_kermany_unknown_class_folder(tmp_path):
+    base = write_kermany(tmp_path)
+    save(base / "train" / "COVID19" / "x.jpeg", gradient(20, 20))
+    with pytest.raises(DatasetError, match=r"unknown class folder .*train/COVID19"):
+        index_dataset("kermany", base)
+
+
 # ---------------------------------------------------------------------------------------- jsrt
 
 def test_jsrt_pairs_left_and_right_scr_masks(tmp_path):

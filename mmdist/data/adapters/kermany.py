@@ -43,6 +43,12 @@ def index_kermany(src: Path, splits: list[str] | None = None) -> Index:
     records = []
     for split in splits:
         require_dir(root / split, f"Kermany split {split!r}")
+        extra = sorted(p.name for p in (root / split).iterdir()
+                       if p.is_dir() and not p.name.startswith((".", "__")) and
+                       p.name not in CLASS_FOLDERS)
+        if extra:
+            raise DatasetError(f"kermany: unknown class folder {root / split / extra[0]} "
+                               f"(classes are {', '.join(CLASS_FOLDERS)})")
         for folder, label in CLASS_FOLDERS.items():
             class_dir = require_dir(root / split / folder, f"Kermany class {folder}")
             files = list_images(class_dir)
