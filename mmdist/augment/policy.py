@@ -13,6 +13,7 @@ images.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MAX_MAGNITUDE = 10
@@ -57,3 +58,49 @@ POOL_BY_NAME = {op.name: op for op in POOL}
 def pad_pixels(size: int, pad_fraction: float) -> int:
     """Reflect padding of the weak crop in pixels (the reference: int(256 * 0.125) = 32)."""
     return int(size * pad_fraction)
+
+
+def affine_arguments(name: str, value: float, size: int) -> tuple[float, tuple[int, int], tuple[float, float]]:
+    """A geometric op as torchvision affine arguments: (angle in degrees, integer translation in
+    pixels (x, y), shear angles in degrees (x, y)), all about the image centre.
+
+    ``value`` is the op's strength (OpSpec.strength): degrees for rotate, a shear factor for
+    shear_x/y (shear angle = atan(factor)), a fraction of ``size`` for translate_x/y.
+    """
+    if name == "rotate":
+        return float(value), (0, 0), (0.0, 0.0)
+    if name == "shear_x":
+        return 0.0, (0, 0), (math.degrees(math.atan(value)), 0.0)
+    if name == "shear_y":
+        return 0.0, (0, 0), (0.0, math.degrees(math.atan(value)))
+    if name == "translate_x":
+        return 0.0, (int(value * size), 0), (0.0, 0.0)
+    if name == "translate_y":
+        return 0.0, (0, int(value * size)), (0.0, 0.0)
+    raise KeyError(f"{name!r} is not a geometric op of the pool")
+
+
+def inverse_affine_matrix(angle: float, translate: tuple[int, int], shear: tuple[float, float],
+                          size: int) -> list[list[float]]:
+    """The 2x3 matrix mapping an output pixel position to its source position, in absolute pixel
+    coordinates with (0, 0) at the corner of the first pixel (pixel centres at i + 0.5).
+
+    Same transform as torchvision's affine with scale 1 about the image centre
+    (M = T * C * R * SHy * SHx * C^-1, inverted), written out so that backends that take a matrix
+    (DALI warp_affine) apply exactly what torchvision applies.
+    """
+    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    # The forward linear part [[a, b], [c, d]] has determinant 1, so its inverse is the adjugate.
+    inv = [[d, -b], [-c, a]]
+    centre = size / 2.0
+    tx, ty = translate
+    out = []
+    for row, base in zip(inv, (centre, centre)):
+        # source = inv @ (dst - centre - t) + centre
+        offset = base - row[0] * (centre + tx) - row[1] * (centre + ty)
+        out.append([row[0], row[1], offset])
+    return out

@@ -10,7 +10,6 @@ nearest-neighbour interpolation (torchvision's RandAugment default) and fill wit
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,7 +17,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from mmdist.augment.policy import POOL, POOL_BY_NAME, pad_pixels
+from mmdist.augment.policy import POOL, POOL_BY_NAME, affine_arguments, pad_pixels
 
 NEAREST = InterpolationMode.NEAREST
 
@@ -84,6 +83,24 @@ def apply_weak(image: torch.Tensor, mask: Optional[torch.Tensor], params: WeakPa
     return image, mask
 
 
+def equalize(image: torch.Tensor) -> torch.Tensor:
+    """Histogram equalization of a (1, H, W) uint8 image with OpenCV's lookup table (the one DALI's
+    equalize implements): the lowest occupied level maps to 0 and level k to
+    round(255 * (cdf(k) - h0) / (pixels - h0)), h0 the lowest level's count; a flat image is
+    returned as it is. (PIL's and torchvision's table excludes the highest level's count instead;
+    the two differ most when zero fill from a geometric op dominates the histogram.)"""
+    flat = image.reshape(-1).long()
+    hist = torch.bincount(flat, minlength=256)
+    lowest = int(torch.nonzero(hist)[0, 0])
+    rest = flat.numel() - int(hist[lowest])
+    if rest == 0:
+        return image.clone()
+    scale = torch.tensor(255.0, dtype=torch.float32) / torch.tensor(rest, dtype=torch.float32)
+    lut = torch.round((hist.cumsum(0) - hist[lowest]).float() * scale).clamp_(0, 255)
+    lut[: lowest + 1] = 0
+    return lut.to(torch.uint8)[image.long()]
+
+
 def _affine(image, mask, angle=0.0, translate=(0, 0), shear=(0.0, 0.0)):
     kwargs = dict(angle=angle, translate=list(translate), scale=1.0, shear=list(shear),
                   interpolation=NEAREST, fill=0)
@@ -107,23 +124,16 @@ def apply_op(image: torch.Tensor, mask: Optional[torch.Tensor], name: str, magni
     if name == "contrast":
         return TF.adjust_contrast(image, value), mask
     if name == "equalize":
-        return TF.equalize(image), mask
+        return equalize(image), mask
     if name == "posterize":
         return TF.posterize(image, int(value)), mask
     if name == "sharpness":
         return TF.adjust_sharpness(image, value), mask
     if name == "solarize":
         return TF.solarize(image, 256 - value) if value > 0 else image, mask
-    if name == "rotate":
-        return _affine(image, mask, angle=float(value))
-    if name == "shear_x":
-        return _affine(image, mask, shear=(math.degrees(math.atan(value)), 0.0))
-    if name == "shear_y":
-        return _affine(image, mask, shear=(0.0, math.degrees(math.atan(value))))
-    if name == "translate_x":
-        return _affine(image, mask, translate=(int(value * size), 0))
-    if name == "translate_y":
-        return _affine(image, mask, translate=(0, int(value * size)))
+    if spec.geometric:
+        angle, translate, shear = affine_arguments(name, value, size)
+        return _affine(image, mask, angle=angle, translate=translate, shear=shear)
     raise KeyError(f"unknown augmentation op {name!r}")
 
 
@@ -133,11 +143,24 @@ class TorchAugmenter:
     def __init__(self, augment_config):
         self.config = augment_config
 
+    # The order of the draws is part of the contract: the DALI backend replays these two methods
+    # to apply the very parameters this backend would.
+    def draw_weak(self, generator: torch.Generator, count: int, size: int) -> list[WeakParams]:
+        """Weak-view parameters for ``count`` images of ``size`` pixels, in batch order."""
+        return [sample_weak(generator, size, self.config.pad_fraction) for _ in range(count)]
+
+    def draw_strong(self, generator: torch.Generator, count: int, size: int):
+        """Strong-view parameters: the weak parameters of the whole batch first, then each
+        image's RandAugment draws. Returns (list[WeakParams], list[list[OpDraw]])."""
+        weak = self.draw_weak(generator, count, size)
+        ops = [sample_strong(generator, self.config.strong_ops, self.config.strong_magnitude,
+                             self.config.strong_apply) for _ in range(count)]
+        return weak, ops
+
     def weak(self, images: torch.Tensor, masks: Optional[torch.Tensor], generator: torch.Generator):
         """images: (N, 1, H, W) uint8; masks: same or None. Returns the same shapes."""
         out_images, out_masks = [], []
-        for i in range(images.shape[0]):
-            params = sample_weak(generator, images.shape[-1], self.config.pad_fraction)
+        for i, params in enumerate(self.draw_weak(generator, images.shape[0], images.shape[-1])):
             image, mask = apply_weak(images[i], masks[i] if masks is not None else None, params)
             out_images.append(image)
             out_masks.append(mask)
@@ -145,11 +168,11 @@ class TorchAugmenter:
 
     def strong(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Weak view, then RandAugment(n, m) per image. (N, 1, H, W) uint8 in and out."""
-        weak, _ = self.weak(images, None, generator)
+        weak_params, op_draws = self.draw_strong(generator, images.shape[0], images.shape[-1])
         out = []
-        for image in weak:
-            for draw in sample_strong(generator, self.config.strong_ops,
-                                      self.config.strong_magnitude, self.config.strong_apply):
+        for image, params, draws in zip(images, weak_params, op_draws):
+            image, _ = apply_weak(image, None, params)
+            for draw in draws:
                 if draw.applied:
                     image, _ = apply_op(image, None, draw.name, draw.magnitude, draw.sign)
             out.append(image)

@@ -1,0 +1,158 @@
+"""StepBatches made by a DALI pipeline (data.augment.backend: dali).
+
+Same contract as TorchStepSource, which it extends: the same ShardedStream samplers give each
+global rank its disjoint, per-epoch reshuffled shard, and the same generators, seeded by
+(seed, rank, step, view), draw the augmentation parameters in the same order. DALI applies them
+(on the GPU with data.augment.device: gpu, with CPU operators and no device otherwise), so a batch
+is a pure function of (seed, rank, world, step): an epoch reproduces bit for bit, a resumed run
+sees what an uninterrupted one would, and the two backends agree within interpolation tolerance.
+
+Each image is read once per step; the unlabeled classification images feed their weak, strong
+(and second weak) views from that one read.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from mmdist.augment.dali_ops import op_arguments, weak_arguments
+from mmdist.augment.dali_pipeline import Read, step_pipeline
+from mmdist.augment.sources import TorchStepSource
+from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
+                                 SEG_UNLABELED, VIEW_IDS, StepBatch, gather_rows, step_seed,
+                                 to_model_input)
+
+_VIEW_KIND = {SEG_LABELED: "weak", SEG_UNLABELED: "weak", CLS_LABELED: "weak", CLS_WEAK: "weak",
+              CLS_STRONG: "strong", CLS_WEAK2: "weak"}
+_UNLABELED_VIEWS = (CLS_WEAK, CLS_STRONG, CLS_WEAK2)
+
+
+def plan_reads(streams: tuple[str, ...]) -> tuple[Read, ...]:
+    """Group the streams by the images they read: the unlabeled classification views share one."""
+    reads = []
+    for name in (SEG_LABELED, SEG_UNLABELED, CLS_LABELED):
+        if name in streams:
+            reads.append(Read(name, ((name, "weak"),), with_mask=name == SEG_LABELED))
+    views = tuple((name, _VIEW_KIND[name]) for name in _UNLABELED_VIEWS if name in streams)
+    if views:
+        reads.append(Read("cls_unlabeled", views))
+    unknown = set(streams) - set(_VIEW_KIND)
+    if unknown:
+        raise ValueError(f"DALI backend: unknown stream(s) {sorted(unknown)}")
+    return tuple(reads)
+
+
+class DaliStepSource(TorchStepSource):
+    """Builds StepBatches with a DALI pipeline; ``iterate(start, stop)`` streams them with DALI's
+    prefetching, ``batch(step)`` builds one (for tests and random access)."""
+
+    def __init__(self, task_data, streams: tuple[str, ...], data_config, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(task_data, streams, data_config, seed, rank, world_size)
+        self.augment = data_config.augment
+        self.device = self.augment.device
+        if self.device == "gpu" and not torch.cuda.is_available():
+            raise ValueError("data.augment.device: 'gpu' needs a CUDA device; use 'cpu' here")
+        self.reads = plan_reads(streams)
+        self.batch_size = data_config.batch_size
+
+    # ---- host side ----------------------------------------------------------------------------
+    def _task(self, stream: str):
+        data = self.task_data
+        return data.segmentation if stream.startswith("seg") else data.classification
+
+    def read_inputs(self, read: Read, step: int) -> list[np.ndarray]:
+        """The host inputs of ``read`` at ``step``, in the order step_pipeline pops them."""
+        first = read.views[0][0]
+        indices = self.samplers[first].indices(step)
+        task = self._task(first)
+        images = gather_rows(task.imageset.images, indices, self.size, nearest=False)
+        inputs = [images.numpy().transpose(0, 2, 3, 1)]  # (B, S, S, 1) HWC
+        if read.with_mask:
+            masks = gather_rows(task.imageset.masks, indices, self.size, nearest=True)
+            inputs.append(masks.numpy().transpose(0, 2, 3, 1))
+        generator = torch.Generator()
+        count = len(indices)
+        for stream, kind in read.views:
+            generator.manual_seed(step_seed(self.seed, self.rank, step, VIEW_IDS[stream]))
+            if kind == "strong":
+                weak, draws = self.augmenter.draw_strong(generator, count, self.size)
+            else:
+                weak, draws = self.augmenter.draw_weak(generator, count, self.size), None
+            flips, anchors = zip(*(weak_arguments(p) for p in weak))
+            inputs += [np.stack(flips), np.stack(anchors)]
+            if draws is not None:
+                for slot in range(self.augment.strong_ops):
+                    args = [op_arguments(d[slot].name, d[slot].magnitude, d[slot].sign,
+                                         d[slot].applied, self.size) for d in draws]
+                    inputs += [np.stack(column) for column in zip(*args)]
+        return inputs
+
+    def _callback(self, read: Read, step_of: Callable[[int], int]):
+        def feed(info):
+            return self.read_inputs(read, step_of(info.iteration))
+
+        return feed
+
+    def build_pipeline(self, step_of: Callable[[int], int], prefetch: int = 2):
+        """A built DALI pipeline whose iteration i makes step ``step_of(i)`` (raise StopIteration
+        to end it)."""
+        gpu = self.device == "gpu"
+        pipe = step_pipeline(self.reads, [self._callback(r, step_of) for r in self.reads],
+                             self.size, self.augment.strong_ops, self.device,
+                             batch_size=self.batch_size, num_threads=self.augment.threads,
+                             device_id=torch.cuda.current_device() if gpu else None,
+                             seed=step_seed(self.seed, self.rank) % (2 ** 31),
+                             prefetch_queue_depth=prefetch)
+        pipe.build()
+        return pipe
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def _to_batch(self, outputs, step: int) -> StepBatch:
+        names = [name for read in self.reads for name in read.output_names()]
+        batch = StepBatch()
+        for name, tensor_list in zip(names, outputs):
+            views = _to_torch(tensor_list)  # (B, S, S, 1) uint8
+            views = views.permute(0, 3, 1, 2)
+            if name.endswith("_mask"):
+                setattr(batch, name, views.float())
+            else:
+                setattr(batch, name, to_model_input(views))
+        if CLS_LABELED in self.streams:
+            indices = self.samplers[CLS_LABELED].indices(step)
+            labels = np.asarray(self.task_data.classification.imageset.labels)[indices]
+            batch.cls_labeled_target = torch.from_numpy(labels).long()
+        return batch
+
+    def iterate(self, start: int, stop: int) -> Iterator[StepBatch]:
+        """StepBatches for steps [start, stop), made ahead by DALI's prefetch queue."""
+        if stop <= start:
+            return
+
+        def step_of(iteration: int) -> int:
+            if start + iteration >= stop:
+                raise StopIteration
+            return start + iteration
+
+        pipe = self.build_pipeline(step_of)
+        for step in range(start, stop):
+            yield self._to_batch(pipe.run(), step)
+        del pipe
+
+    def batch(self, step: int) -> StepBatch:
+        return next(self.iterate(step, step + 1))
+
+
+def _to_torch(tensor_list) -> torch.Tensor:
+    """A dense DALI TensorList (CPU or GPU) as a torch tensor on the same device."""
+    if hasattr(tensor_list, "as_cpu") and type(tensor_list).__name__.endswith("GPU"):
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        dense = tensor_list.as_tensor()
+        out = torch.empty(dense.shape(), dtype=torch.uint8, device=torch.cuda.current_device())
+        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
+        return out
+    return torch.from_numpy(tensor_list.as_array())

@@ -1,0 +1,167 @@
+"""The augmentation policy (mmdist.augment.policy) as DALI graph pieces, plus the host-side
+arguments that drive them.
+
+The random parameters are drawn on the host by the torch backend's samplers
+(``sample_weak`` / ``sample_strong``) from the same per-(seed, rank, step, view) generators, and
+fed to DALI as per-sample argument inputs. The DALI graph only applies them, so both backends draw
+identical parameters and a view is a pure function of the step, as in the torch backend.
+
+Every graph piece takes 1-channel uint8 HWC images and reproduces the torchvision.transforms.v2
+kernel the torch backend calls, rounding included (uint8 results are truncated, as torchvision's
+``.to(uint8)`` does). No colour operator appears anywhere: DALI's colour ops (hue, saturation,
+color_twist, hsv) kill the process on 1-channel input.
+
+The pieces that branch per sample (``apply_pool_op``) use DALI conditionals, so the pipeline that
+calls them must be declared with ``@pipeline_def(enable_conditionals=True)`` in a .py file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nvidia.dali import fn, types
+import nvidia.dali.math as dmath
+
+from mmdist.augment.policy import POOL, POOL_BY_NAME, affine_arguments, inverse_affine_matrix
+
+KINDS: tuple[str, ...] = ("identity", "warp", "autocontrast", "brightness", "contrast", "equalize",
+                          "posterize", "sharpness", "solarize")
+"""What the DALI graph can do to a sample; every geometric op of the pool is a 'warp' whose
+matrix is computed on the host."""
+KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
+IDENTITY_MATRIX = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32)
+
+
+def kind_of(name: str) -> str:
+    """The DALI kind that implements pool op ``name``."""
+    return "warp" if POOL_BY_NAME[name].geometric else name
+
+
+# ---- host side: the sampled parameters as DALI argument inputs ----------------------------------
+def weak_arguments(params) -> tuple[np.ndarray, np.ndarray]:
+    """WeakParams -> (flip int32 scalar, slice anchor int32 [top, left] in the unpadded frame)."""
+    anchor = np.array([params.top - params.pad, params.left - params.pad], dtype=np.int32)
+    return np.array(int(params.flip), dtype=np.int32), anchor
+
+
+def op_arguments(name: str, magnitude: int, sign: int, applied: bool, size: int):
+    """One drawn pool op -> (kind code int32, value float32, matrix float32 (2, 3)).
+
+    ``value`` is what the kind needs: the blend factor of brightness/contrast/sharpness, the bit
+    mask of posterize, the threshold of solarize; geometric ops carry their source-from-output
+    matrix instead.
+    """
+    spec = POOL_BY_NAME[name]
+    kind = kind_of(name) if applied else "identity"
+    strength = spec.strength(magnitude, sign)
+    value, matrix = 0.0, IDENTITY_MATRIX
+    if kind == "warp":
+        matrix = np.asarray(inverse_affine_matrix(*affine_arguments(name, strength, size), size),
+                            dtype=np.float32)
+    elif kind == "posterize":
+        bits = int(strength)
+        value = float(((1 << bits) - 1) << (8 - bits))
+    elif kind == "solarize":
+        if strength <= 0:  # the torch backend leaves the image alone at threshold 256
+            kind = "identity"
+        value = float(256 - strength)
+    elif kind in ("brightness", "contrast", "sharpness"):
+        value = float(strength)
+    return np.array(KIND_CODE[kind], dtype=np.int32), np.array(value, dtype=np.float32), matrix
+
+
+# ---- graph side ---------------------------------------------------------------------------------
+def weak_view(image, flip, anchor, size: int):
+    """Horizontal flip (per-sample flag) then a reflect-101 crop of ``size`` at ``anchor``:
+    identical, pixel for pixel, to the torch backend's apply_weak (torchvision RandomCrop with
+    reflect padding)."""
+    image = fn.flip(image, horizontal=flip)
+    return fn.slice(image, start=anchor, shape=[size, size], axis_names="HW",
+                    out_of_bounds_policy="reflect_101")
+
+
+def _truncate_to_uint8(values):
+    """float -> uint8 as torchvision does: clamp to [0, 255], then drop the fraction."""
+    return fn.cast(dmath.floor(dmath.clamp(values, 0.0, 255.0)), dtype=types.UINT8)
+
+
+def warp(image, matrix):
+    """Nearest-neighbour affine warp, zero fill (torchvision affine with NEAREST, fill=0)."""
+    return fn.warp_affine(image, matrix=matrix, interp_type=types.INTERP_NN, fill_value=0)
+
+
+def autocontrast(image):
+    x = fn.cast(image, dtype=types.FLOAT)
+    low, high = fn.reductions.min(x), fn.reductions.max(x)
+    flat = fn.cast(high == low, dtype=types.FLOAT)  # flat images pass unchanged
+    inv_scale = (high - low) * np.float32(1.0 / 255.0) + flat
+    return _truncate_to_uint8((x - (low - low * flat)) / inv_scale)
+
+
+def brightness(image, factor):
+    return _truncate_to_uint8(fn.cast(image, dtype=types.FLOAT) * factor)
+
+
+def contrast(image, factor):
+    x = fn.cast(image, dtype=types.FLOAT)
+    return _truncate_to_uint8(x * factor + fn.reductions.mean(x) * (1.0 - factor))
+
+
+def equalize(image):
+    return fn.equalize(image)
+
+
+def posterize(image, bit_mask):
+    return image & fn.cast(bit_mask, dtype=types.UINT8)
+
+
+def solarize(image, threshold):
+    x = fn.cast(image, dtype=types.INT32)
+    invert = fn.cast(fn.cast(image, dtype=types.FLOAT) >= threshold, dtype=types.INT32)
+    return fn.cast(x + invert * (255 - 2 * x), dtype=types.UINT8)
+
+
+_SMOOTH = (np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / np.float32(13.0))
+
+
+def sharpness(image, factor, size: int, device: str):
+    """Blend with the rounded 3x3 smoothing (torchvision / PIL); the border keeps the original."""
+    x = fn.cast(image, dtype=types.FLOAT)
+    kernel = types.Constant(_SMOOTH, device=device)
+    smooth = dmath.floor(fn.filter(x, kernel, border="clamp") + 0.5)
+    interior = np.zeros((size, size, 1), dtype=np.float32)
+    interior[1:-1, 1:-1] = 1.0
+    interior = types.Constant(interior, device=device)
+    return _truncate_to_uint8(x + interior * (1.0 - factor) * (smooth - x))
+
+
+def apply_pool_op(image, mask, kind, value, matrix, size: int, device: str):
+    """Apply one sampled op per sample (DALI conditionals on ``kind``); the mask, when given,
+    follows the geometric ops with the same matrix (nearest) and ignores the intensity ops.
+
+    image: uint8 HWC (1 channel); kind: int32 scalar (KIND_CODE); value: float32 scalar;
+    matrix: float32 (2, 3) on the CPU.
+    """
+    if device == "gpu":
+        value = value.gpu()
+    if kind == KIND_CODE["warp"]:
+        image = warp(image, matrix)
+        if mask is not None:
+            mask = warp(mask, matrix)
+    elif kind == KIND_CODE["autocontrast"]:
+        image = autocontrast(image)
+    elif kind == KIND_CODE["brightness"]:
+        image = brightness(image, value)
+    elif kind == KIND_CODE["contrast"]:
+        image = contrast(image, value)
+    elif kind == KIND_CODE["equalize"]:
+        image = equalize(image)
+    elif kind == KIND_CODE["posterize"]:
+        image = posterize(image, value)
+    elif kind == KIND_CODE["sharpness"]:
+        image = sharpness(image, value, size, device)
+    elif kind == KIND_CODE["solarize"]:
+        image = solarize(image, value)
+    return image, mask
+
+
+assert {kind_of(op.name) for op in POOL} <= set(KINDS), "a pool op has no DALI implementation"
