@@ -283,6 +283,70 @@ class EngineConfig:
         if self.strategy == "deepspeed":
             _check(self.deepspeed_config is not None, "engine.deepspeed_config",
                    "strategy=deepspeed needs a DeepSpeed JSON (e.g. configs/deepspeed/zero1.json)")
+            _check_deepspeed_json(read_deepspeed_json(self.deepspeed_config), self.deepspeed_config)
+
+    @property
+    def zero_stage(self) -> int:
+        """The DeepSpeed ZeRO stage of ``deepspeed_config`` (0 when not using DeepSpeed)."""
+        if self.strategy != "deepspeed":
+            return 0
+        return int(read_deepspeed_json(self.deepspeed_config).get("zero_optimization", {})
+                   .get("stage", 0))
+
+    @property
+    def on_cpu(self) -> bool:
+        """The run's device is the CPU (named, or 'auto' on a machine without CUDA)."""
+        if self.device == "auto":
+            import torch
+
+            return not torch.cuda.is_available()
+        return self.device == "cpu"
+
+
+def read_deepspeed_json(path: str) -> dict:
+    """Read a DeepSpeed JSON; a relative path is taken from the working directory, else from the
+    repository root (so ``configs/deepspeed/zero1.json`` works from anywhere)."""
+    import json
+
+    candidate = Path(path)
+    if not candidate.is_absolute() and not candidate.is_file():
+        beside_package = Path(__file__).resolve().parents[1] / candidate
+        if beside_package.is_file():
+            candidate = beside_package
+    if not candidate.is_file():
+        raise ConfigError(f"engine.deepspeed_config: DeepSpeed JSON not found: {path}")
+    try:
+        data = json.loads(candidate.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"engine.deepspeed_config: {candidate}: not valid JSON "
+                          f"(line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"engine.deepspeed_config: {candidate}: the top level must be an object")
+    return data
+
+
+def _check_deepspeed_json(data: dict, path: str) -> None:
+    """What the DeepSpeed JSON may say: ZeRO, clipping and communication; not what the training
+    config already decides (precision, optimizer, schedule, batch)."""
+    key = f"engine.deepspeed_config ({path})"
+    _check("gradient_clipping" in data, key,
+           "set 'gradient_clipping' explicitly (DeepSpeed clips at 1.0 when it is absent; "
+           "0.0 turns clipping off, as under DDP)")
+    _check(isinstance(data.get("gradient_clipping"), (int, float))
+           and data["gradient_clipping"] >= 0, key, "'gradient_clipping' must be a number >= 0")
+    for section in ("fp16", "bf16", "torch_autocast", "amp"):
+        _check(not (isinstance(data.get(section), dict) and data[section].get("enabled", False)),
+               key, f"remove the '{section}' section: precision is engine.precision")
+    for section, owner in (("optimizer", "the trainer's Adam (optim.*)"),
+                           ("scheduler", "the trainer's StepLR (optim.lr_step_epochs)"),
+                           ("train_batch_size", "data.batch_size per rank"),
+                           ("train_micro_batch_size_per_gpu", "data.batch_size per rank")):
+        _check(section not in data, key, f"remove '{section}': it is set by {owner}")
+    _check(data.get("gradient_accumulation_steps", 1) == 1, key,
+           "'gradient_accumulation_steps' must be 1 (the trainer steps after every batch)")
+    zero = data.get("zero_optimization", {})
+    _check(isinstance(zero, dict) and zero.get("stage", 0) in (0, 1, 2, 3), key,
+           "'zero_optimization.stage' must be 0, 1, 2 or 3")
 
 
 @dataclass
@@ -338,10 +402,17 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
-        if self.engine.device == "cpu" and self.engine.precision == "fp16" and \
-                self.engine.strategy == "deepspeed":
+        engine = self.engine
+        if engine.strategy == "deepspeed" and engine.precision == "fp16" and engine.on_cpu:
             raise ConfigError("engine.precision: DeepSpeed refuses fp16 on CPU "
                               "('Type fp16 is not supported on your device'); use bf16 or fp32")
+        if engine.zero_stage == 3 and self.model.resolved_saliency != "none":
+            raise ConfigError(
+                f"engine.deepspeed_config: ZeRO stage 3 ({engine.deepspeed_config}) cannot train "
+                f"the saliency bridge (model.saliency={self.model.resolved_saliency}): DeepSpeed's "
+                "ZeRO-3 parameter partitioning breaks the input gradient taken inside the forward "
+                "(engine.backward fails in both saliency modes). Use ZeRO stage 0, 1 or 2 "
+                "(configs/deepspeed/zero2.json) or model.saliency=none")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,159 @@
+"""DeepSpeed: ZeRO stages 0-2 from a JSON file, with the trainer's own optimizer and schedule.
+
+The DeepSpeed JSON (``engine.deepspeed_config``, e.g. configs/deepspeed/zero1.json) holds what
+is DeepSpeed's business: the ZeRO stage and its buckets, gradient clipping (explicit, because
+DeepSpeed clips at 1.0 unless told), communication options. What the training config already
+states is filled in here and may not be repeated in the JSON (mmdist.config checks it at load):
+
+- precision comes from ``engine.precision`` as DeepSpeed's ``torch_autocast`` (bf16 or fp16):
+  the master weights stay fp32 as under DDP, the same autocast runs the forward, and fp16 gets
+  DeepSpeed's GradScaler. The model's saliency keeps its own fixed inner scale.
+- the optimizer is the trainer's torch Adam (passing it skips DeepSpeed's fused-Adam build; ZeRO
+  then needs ``zero_allow_untested_optimizer``), and the trainer's StepLR drives its lr.
+- the batch is the trainer's: one micro-batch per step, no gradient accumulation.
+
+Checkpoints go through the engine (every rank writes its ZeRO shard) into
+RUN_DIR/checkpoints/step_XXXXXXXX/, and rank 0 also writes the usual step_XXXXXXXX.pt with the
+full weights (ZeRO <= 2 keeps them whole on every rank), the scheduler, RNG and config, so
+evaluation and the rest of the toolkit read a DeepSpeed run like any other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmdist.config import read_deepspeed_json
+from mmdist.engine import checkpoint as ckpt
+from mmdist.engine.ddp import DDPStrategy
+from mmdist.engine.distributed import backend_for
+from mmdist.engine.precision import grad_scaler
+
+AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def deepspeed_settings(path: str, precision: str) -> dict:
+    """The DeepSpeed config dict for ``path`` with mmdist's batch, optimizer and precision."""
+    settings = read_deepspeed_json(path)
+    settings.setdefault("train_micro_batch_size_per_gpu", 1)  # batches are the trainer's own
+    settings.setdefault("gradient_accumulation_steps", 1)
+    settings.setdefault("zero_allow_untested_optimizer", True)
+    settings.setdefault("steps_per_print", 2**31 - 1)  # the trainer logs; keep DeepSpeed quiet
+    if precision in AUTOCAST_DTYPES:
+        settings["torch_autocast"] = {"enabled": True, "dtype": AUTOCAST_DTYPES[precision]}
+    return settings
+
+
+class DeepSpeedStrategy(DDPStrategy):
+    """One rank of a DeepSpeed job; collectives and failure reports are DDPStrategy's."""
+
+    def __init__(self, engine_config, info=None):
+        if engine_config.device == "cpu" or (engine_config.device == "auto"
+                                             and not torch.cuda.is_available()):
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        super().__init__(engine_config, info)
+        # DeepSpeed's torch_autocast brings its own GradScaler; the base one must stay off.
+        self.scaler = grad_scaler(self.device, "fp32")
+        import deepspeed
+        from datetime import timedelta
+
+        # The torch process group exists already; this only attaches DeepSpeed's comm layer to it
+        # (auto_mpi_discovery off: the ranks were discovered by mmdist.engine.distributed).
+        deepspeed.init_distributed(dist_backend=backend_for(self.device), auto_mpi_discovery=False,
+                                   timeout=timedelta(seconds=engine_config.collective_timeout_s),
+                                   verbose=False)
+        self.settings = deepspeed_settings(engine_config.deepspeed_config, self.precision)
+        self.engine = None
+
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+        import deepspeed
+
+        self.engine, _, _, _ = deepspeed.initialize(model=model.to(self.device), optimizer=optimizer,
+                                                    config=self.settings)
+        # The bare torch optimizer: its param_groups are the ones DeepSpeed steps, so the
+        # trainer's StepLR on it sets DeepSpeed's learning rate.
+        self.model, self.optimizer = self.engine.module, optimizer
+        return self.engine
+
+    def _autocast_scaler(self):
+        return (getattr(self.engine, "torch_autocast_z0_gradscaler", None)
+                or getattr(self.engine.optimizer, "torch_autocast_gradscaler", None))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        try:
+            self.engine.backward(loss)
+        except RuntimeError as exc:
+            raise self.guard.fail("the gradient reduction", exc) from exc
+
+    def optimizer_step(self) -> bool:
+        scaler = self._autocast_scaler()
+        scale_before = scaler.get_scale() if scaler is not None else None
+        skipped_before = self.engine.skipped_steps
+        self.engine.step()  # steps, zeroes the gradients, updates the loss scale
+        stepped = self.engine.skipped_steps == skipped_before and (
+            scaler is None or scaler.get_scale() >= scale_before)
+        self.skipped_steps += int(not stepped)
+        return stepped
+
+    def gradients(self) -> dict[str, torch.Tensor]:
+        """The averaged full gradients after ``backward`` (ZeRO shards gathered), by name."""
+        from deepspeed.utils import safe_get_full_grad
+
+        out = {}
+        for name, param in self.model.named_parameters():
+            grad = safe_get_full_grad(param)
+            if grad is not None:
+                out[name] = grad.detach().float().clone()
+        return out
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, run_dir, step: int, extra_state: dict, keep: int) -> None:
+        folder = ckpt.checkpoint_dir(run_dir)
+        tag = f"step_{step:08d}"
+        if self.latest_checkpoint(run_dir) == ckpt.checkpoint_path(run_dir, step):
+            return  # this step is saved already (the trainer saves again at the end)
+        self.engine.save_checkpoint(str(folder), tag=tag,
+                                    client_state={"skipped_steps": self.skipped_steps})
+        self.barrier()  # every shard is on disk before the .pt that marks the step complete
+        if self.is_main:
+            state = {**extra_state, "model": self.model.state_dict(), "deepspeed_tag": tag,
+                     "skipped_steps": self.skipped_steps}
+            ckpt.save_checkpoint(run_dir, step, state, keep=keep)
+            kept = {path.stem for _, path in ckpt.list_checkpoints(run_dir)}
+            for old in folder.glob("step_*"):
+                if old.is_dir() and old.name not in kept:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+
+    def latest_checkpoint(self, run_dir):
+        """The newest step_XXXXXXXX.pt whose DeepSpeed shards folder exists."""
+        for _, path in reversed(ckpt.list_checkpoints(run_dir)):
+            if path.with_suffix("").is_dir():
+                return path
+        return None
+
+    def load_checkpoint(self, path) -> dict:
+        path = Path(path)
+        state = ckpt.load_checkpoint(path, map_location="cpu")
+        tag = state.get("deepspeed_tag")
+        if tag is None or not (path.parent / tag).is_dir():
+            raise RuntimeError(f"{path}: no DeepSpeed shards beside it (expected folder "
+                               f"{path.parent / (tag or path.stem)}); it was not written by "
+                               "engine.strategy=deepspeed")
+        loaded, client = self.engine.load_checkpoint(str(path.parent), tag=tag,
+                                                     load_optimizer_states=True,
+                                                     load_lr_scheduler_states=False)
+        if loaded is None:
+            raise RuntimeError(f"{path.parent / tag}: DeepSpeed could not load this checkpoint")
+        self.skipped_steps = int((client or {}).get("skipped_steps", state.get("skipped_steps", 0)))
+        return state
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError("DeepSpeed restores through load_checkpoint(path)")
