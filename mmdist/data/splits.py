@@ -26,7 +26,10 @@ _SPLIT_STREAM, _LABELED_STREAM = 0x5EED, 0xB0D6E7
 
 @dataclass
 class Split:
-    """Index arrays into one ImageSet (sorted int64, pairwise disjoint)."""
+    """Index arrays into one ImageSet (sorted int64, pairwise disjoint).
+
+    val and test hold only images with the task's target (a class label, or a mask); labeled
+    too; unlabeled is the rest of the training patients' images."""
 
     labeled: np.ndarray
     unlabeled: np.ndarray
@@ -129,12 +132,8 @@ def choose_labeled(imageset: ImageSet, train: np.ndarray, budget, seed: int,
         raise ValueError(f"need must be 'label' or 'mask', got {need!r}")
     train = np.asarray(train, dtype=np.int64)
     labels = np.asarray(imageset.labels)
-    if need == "label":
-        eligible = train[labels[train] != NO_LABEL]
-        classes = labels[eligible]
-    else:
-        eligible = train[mask_flags(imageset)[train]]
-        classes = np.zeros(len(eligible), dtype=np.int64)
+    eligible = train[eligible_mask(imageset, need)[train]]
+    classes = labels[eligible] if need == "label" else np.zeros(len(eligible), dtype=np.int64)
     if budget == "full":
         count = len(eligible)
     elif isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget >= 1:
@@ -154,7 +153,17 @@ def make_split(imageset: ImageSet, budget, val_fraction: float, test_fraction: f
     """Patient-level train/val/test split, then the labeled budget within train."""
     train, val, test = split_by_patient(imageset, val_fraction, test_fraction, seed)
     labeled, unlabeled = choose_labeled(imageset, train, budget, seed, need)
-    return Split(labeled=labeled, unlabeled=unlabeled, val=val, test=test)
+    # Only images with the target can be scored. The others of val/test patients are left out
+    # rather than moved to training, where they would leak those patients into the unlabeled pool.
+    keep = eligible_mask(imageset, need)
+    return Split(labeled=labeled, unlabeled=unlabeled, val=val[keep[val]], test=test[keep[test]])
+
+
+def eligible_mask(imageset: ImageSet, need: str) -> np.ndarray:
+    """(N,) bool: images that carry the target of ``need`` ('label': a class; 'mask': a mask)."""
+    if need == "label":
+        return np.asarray(imageset.labels) != NO_LABEL
+    return mask_flags(imageset)
 
 
 def shared_patients(imageset: ImageSet, first: np.ndarray, second: np.ndarray) -> set[str]:

@@ -84,6 +84,10 @@ def test_labeled_budget_is_stratified_nested_and_exact():
     assert np.isin(split.labeled, bigger.labeled).all()  # nested
     full = make_split(data, "full", 0.1, 0.2, seed=1, need="label")
     assert (data.labels[full.unlabeled] == NO_LABEL).all()
+    # Scored splits hold only labeled images; the unlabeled ones of val/test patients are unused.
+    assert (data.labels[split.val] != NO_LABEL).all() and (data.labels[split.test] != NO_LABEL).all()
+    val, test = split_by_patient(data, 0.1, 0.2, seed=1)[1:]
+    np.testing.assert_array_equal(split.test, test[data.labels[test] != NO_LABEL])
 
 
 def test_a_rare_class_is_in_every_budget_of_at_least_two():
@@ -111,6 +115,6 @@ def test_mask_budgets_use_only_masked_images_and_val_test_keep_masks():
     split = make_split(data, 10, 0.1, 0.2, seed=0, need="mask")
     assert len(split.labeled) == 10 and data.meta["has_mask"][split.labeled].all()
     for part in (split.val, split.test):
-        assert data.meta["has_mask"][part].any()
+        assert len(part) and data.meta["has_mask"][part].all()
     full = make_split(data, "full", 0.1, 0.2, seed=0, need="mask")
     assert not data.meta["has_mask"][full.unlabeled].any()
