@@ -40,7 +40,7 @@ def parse_args(argv):
     parser.add_argument("--wait", action="store_true", help="follow the job and exit with its status")
     parser.add_argument("--wait-timeout", type=float, default=None, help="seconds; default: no limit")
     parser.add_argument("--local", action="store_true", help="run here, without SLURM")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

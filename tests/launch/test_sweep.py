@@ -1,0 +1,129 @@
+"""Sweeps: spec expansion and its errors (no cluster), and a 4-cell job array on the test cluster
+with the results table, TensorBoard hparams per cell, and a re-run that submits only what is
+missing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from tensorboard_events import hparams_of, read_events
+
+from mmdist.config import ConfigError
+from mmdist.launch.sweep import cell_name, load_spec
+
+TINY_SPEC = REPO / "configs" / "sweeps" / "tiny.yaml"
+
+
+def write_spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"config: {REPO / 'configs' / 'tiny.yaml'}\n" + text)
+    return path
+
+
+def test_paper_grid_has_405_cells_with_distinct_folders(tmp_path):
+    spec = load_spec(REPO / "configs" / "sweeps" / "paper_table2.yaml", tmp_path)
+    assert len(spec.cells) == 9 * 9 * 5
+    assert len({cell.run_dir for cell in spec.cells}) == 405
+    cell = next(c for c in spec.cells if c.name == "multimix_cfull_s50_seed3")
+    assert cell.config_tree["data"]["budget"] == {**cell.config_tree["data"]["budget"],
+                                                  "classification_labeled": "full",
+                                                  "segmentation_labeled": 50}
+    assert cell.config_tree["seed"] == 3 and cell.run_dir == tmp_path / cell.name
+    assert spec.slurm.gpus_per_node == 1 and spec.slurm.array_parallelism == 32
+
+
+def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
+    assert cell_name({"model.variant": "unet", "optim.lr": 0.001, "seed": 2}) == "unet_lr-0.001_seed2"
+    spec = load_spec(TINY_SPEC, tmp_path, ["trainer.max_steps=3"])
+    assert [c.name for c in spec.cells] == ["multimix_seed0", "multimix_seed1", "umtl_seed0",
+                                            "umtl_seed1"]
+    assert all(c.config_tree["trainer"]["max_steps"] == 3 for c in spec.cells)
+    assert all(c.config_tree["trainer"]["threads"] == 1 for c in spec.cells)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid: {seed: [0, 0]}\n", "grid.seed: repeats a value"),
+    ("grid: {seed: []}\n", "grid.seed: must be a non-empty list"),
+    ("gird: {seed: [0]}\n", "gird: unknown key"),
+    ("grid: {model.variant: [multimix, nope]}\n", "cell nope: model.variant: unknown variant"),
+    ("grid: {seed: [0]}\nslurm: {array_paralelism: 2}\n", "slurm.array_paralelism: unknown key"),
+    ("grid: {seed: [0]}\nslurm: {nodes: 0}\n", "nodes: must be >= 1"),
+])
+def test_bad_specs_name_the_file_and_key(tmp_path, text, message):
+    path = write_spec(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_spec(path, tmp_path / "out")
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def run_sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmdist.sweep", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summaries(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = run_sweep(str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait", "--wait-timeout", "480")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 cells {'missing': 4}; submitted 4" in done.stdout
+
+    # One job array of four tasks, at most two at once.
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    job_ids = [entry["job_id"] for entry in state["cells"].values()]
+    arrays = {job_id.split("_")[0] for job_id in job_ids}
+    assert len(arrays) == 1 and sorted(j.split("_")[1] for j in job_ids) == ["0", "1", "2", "3"]
+    script = (sweep_dir / "submitit" / f"{arrays.pop()}_submission.sh").read_text()
+    assert "#SBATCH --array=0-3%2" in script
+
+    results = summaries(sweep_dir)
+    assert sorted(results) == ["multimix_seed0", "multimix_seed1", "umtl_seed0", "umtl_seed1"]
+    assert all(r["status"] == "completed" and r["steps"] == 8 for r in results.values())
+
+    # Each cell is its own TensorBoard run with the same hparams names, its own values.
+    hparams = {name: hparams_of(read_events(sweep_dir / name / "tb")) for name in results}
+    assert len({tuple(sorted(h)) for h in hparams.values()}) == 1
+    assert {(h["variant"], h["seed"]) for h in hparams.values()} == {
+        ("multimix", 0.0), ("multimix", 1.0), ("umtl", 0.0), ("umtl", 1.0)}
+
+    # The table: mean ± std over the two seeds of each model.
+    done = run_sweep("--collect", str(sweep_dir))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((sweep_dir / "table.csv").open()))
+    dice = {row["variant"]: row for row in rows if row["metric"] == "dice"}
+    assert sorted(dice) == ["multimix", "umtl"]
+    for variant, row in dice.items():
+        values = [results[f"{variant}_seed{s}"]["val_dice"] for s in (0, 1)]
+        assert int(row["n"]) == 2
+        assert float(row["mean"]) == pytest.approx(statistics.mean(values))
+        assert float(row["std"]) == pytest.approx(statistics.stdev(values))
+    markdown = (sweep_dir / "table.md").read_text()
+    assert "| multimix | 20 | 6 | 2 |" in markdown and "4 of 4 runs completed" in markdown
+
+    # Same spec again: nothing to do.
+    done = run_sweep(str(TINY_SPEC), "--output-dir", str(sweep_dir))
+    assert done.returncode == 0, done.stderr
+    assert "4 cells {'completed': 4}; submitted 0" in done.stdout
+    assert json.loads((sweep_dir / "sweep.json").read_text())["cells"] == state["cells"]
+
+    # A cell whose run is lost (no completed summary) is resubmitted alone and resumes from its
+    # last checkpoint instead of training again.
+    (sweep_dir / "umtl_seed1" / "summary.json").unlink()
+    done = run_sweep(str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait", "--wait-timeout", "300")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "'completed': 3, 'failed': 1}; submitted 1" in done.stdout
+    again = json.loads((sweep_dir / "umtl_seed1" / "summary.json").read_text())
+    assert again["status"] == "completed" and again["start_step"] == 8 and again["steps"] == 8
