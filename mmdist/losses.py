@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Losses are computed in at least float32 (autocast hands over fp16/bf16 logits).
+from mmdist.model.saliency import at_least_fp32 as _fp32
+
 
 def supervised_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of (N, K) logits against (N,) int64 class indices."""
-    return F.cross_entropy(logits.float(), targets)
+    return F.cross_entropy(_fp32(logits), targets)
 
 
 def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, tau: float
@@ -25,10 +28,10 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, tau: f
     Returns (loss = mean over all N of mask * CE, mask ratio = fraction of N kept).
     The weight lambda_u is applied by the caller.
     """
-    probs = torch.softmax(weak_logits.detach().float(), dim=1)
+    probs = torch.softmax(_fp32(weak_logits.detach()), dim=1)
     confidence, pseudo = probs.max(dim=1)
-    mask = (confidence >= tau).float()
-    per_image = F.cross_entropy(strong_logits.float(), pseudo, reduction="none")
+    per_image = F.cross_entropy(_fp32(strong_logits), pseudo, reduction="none")
+    mask = (confidence >= tau).to(per_image.dtype)
     return (per_image * mask).mean(), mask.mean()
 
 
@@ -37,8 +40,8 @@ def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) ->
 
     probs: (N, 1, H, W) foreground probabilities; target: same shape, {0, 1}.
     """
-    probs = probs.float().flatten(1)
-    target = target.float().flatten(1)
+    probs = _fp32(probs).flatten(1)
+    target = target.to(probs.dtype).flatten(1)
     intersection = (probs * target).sum(1)
     dice = (2 * intersection + smooth) / (probs.sum(1) + target.sum(1) + smooth)
     return (1 - dice).mean()
@@ -52,7 +55,7 @@ def bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor
     Zero when the predictions agree, positive otherwise.
     """
     n = min(p_logits.shape[0], q_logits.shape[0])
-    p_logits, q_logits = p_logits[:n].float(), q_logits[:n].float()
+    p_logits, q_logits = _fp32(p_logits[:n]), _fp32(q_logits[:n])
     log_p, log_not_p = F.logsigmoid(p_logits), F.logsigmoid(-p_logits)
     log_q, log_not_q = F.logsigmoid(q_logits), F.logsigmoid(-q_logits)
     p = torch.sigmoid(p_logits)
@@ -64,7 +67,7 @@ def reference_softmax_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torc
     """The authors' segmentation KL: softmax over the single output channel. Identically zero
     (softmax of one logit is 1); reachable only through losses.kl=reference."""
     n = min(p_logits.shape[0], q_logits.shape[0])
-    p_logits, q_logits = p_logits[:n].float(), q_logits[:n].float()
+    p_logits, q_logits = _fp32(p_logits[:n]), _fp32(q_logits[:n])
     p = torch.softmax(p_logits, dim=1)
     return (p * (torch.log_softmax(p_logits, 1) - torch.log_softmax(q_logits, 1))).mean()
 
@@ -91,8 +94,8 @@ def mixmatch_loss(labeled_logits: torch.Tensor, labeled_targets: torch.Tensor,
     """MixMatch losses on mixed batches: soft-target CE on the labeled part, squared error of
     probabilities on the unlabeled part. Targets are (N, K) probability rows.
     Returns (labeled loss, unlabeled loss); the ramped weight is applied by the caller."""
-    labeled = -(labeled_targets * F.log_softmax(labeled_logits.float(), dim=1)).sum(1).mean()
-    unlabeled = ((torch.softmax(unlabeled_logits.float(), 1) - unlabeled_targets) ** 2).mean()
+    labeled = -(labeled_targets * F.log_softmax(_fp32(labeled_logits), dim=1)).sum(1).mean()
+    unlabeled = ((torch.softmax(_fp32(unlabeled_logits), 1) - unlabeled_targets) ** 2).mean()
     return labeled, unlabeled
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from mmdist import losses as L
 from mmdist.data.streams import StepBatch
+from mmdist.model.saliency import at_least_fp32
 from mmdist.model.variants import VariantSpec
 
 
@@ -51,7 +52,7 @@ def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, ste
             total = total + loss_config.lambda_u * terms["fixmatch"]
     if spec.decoder:
         labeled_logits = out.seg_logits[:n_seg_labeled]
-        terms["dice"] = L.dice_loss(torch.sigmoid(labeled_logits.float()), batch.seg_labeled_mask)
+        terms["dice"] = L.dice_loss(torch.sigmoid(at_least_fp32(labeled_logits)), batch.seg_labeled_mask)
         total = total + loss_config.lambda_d * terms["dice"]
         if spec.consistency:
             kl = L.bernoulli_kl if loss_config.kl == "bernoulli" else L.reference_softmax_kl
@@ -67,9 +68,9 @@ def _mixmatch_losses(model, batch: StepBatch, loss_config, step: int):
     views = torch.cat([batch.cls_unlabeled_weak, batch.cls_unlabeled_weak2])
     n_u = batch.cls_unlabeled_weak.shape[0]
     guess_out = model(pseudo_images=views)
-    probs = torch.softmax(guess_out.pseudo_logits.float(), dim=1)
+    probs = torch.softmax(at_least_fp32(guess_out.pseudo_logits), dim=1)
     guess = L.sharpen((probs[:n_u] + probs[n_u:]) / 2, loss_config.mixmatch_temperature)
-    x_targets = F.one_hot(targets, num_classes=probs.shape[1]).float()
+    x_targets = F.one_hot(targets, num_classes=probs.shape[1]).to(probs.dtype)
     all_inputs = torch.cat([labeled, views])
     all_targets = torch.cat([x_targets, guess, guess])
     lam = L.mixup_lambda(loss_config.mixmatch_alpha)

@@ -15,6 +15,11 @@ import torch
 SALIENCY_MODES = ("none", "detached", "differentiable")
 
 
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 to float32; leave float32 and float64 as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def input_saliency(
     images: torch.Tensor,
     encode: Callable[[torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]],
@@ -30,7 +35,7 @@ def input_saliency(
     inner_scale: the score is multiplied by this before the gradient and the result divided by it
     after, so fp16 input gradients do not underflow; a power of two makes it exact in fp32.
 
-    Returns (features, logits, saliency (N, 1, H, W) float32 >= 0).
+    Returns (features, logits, saliency (N, 1, H, W) >= 0, in the input's dtype).
     Works under torch.no_grad() (it re-enables grad locally); not under inference_mode.
     """
     if mode not in ("detached", "differentiable"):
@@ -41,10 +46,10 @@ def input_saliency(
         features, logits = encode(leaf)
         # Sum over the batch: each image's score depends only on that image (InstanceNorm,
         # no batch statistics), so one gradient call gives every image its own map.
-        score = logits.float().max(dim=1).values.sum() * inner_scale
+        score = at_least_fp32(logits).max(dim=1).values.sum() * inner_scale
         # retain_graph: the encoder graph is reused by the losses after this call.
         (grad,) = torch.autograd.grad(score, leaf, create_graph=differentiable, retain_graph=True)
-    saliency = grad.abs().float() / inner_scale
+    saliency = grad.abs() / inner_scale
     if not differentiable:
         saliency = saliency.detach()
     return features, logits, saliency

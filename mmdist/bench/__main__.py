@@ -1,0 +1,40 @@
+"""``python -m mmdist.bench NAME [options]``: run one benchmark, print one JSON line.
+
+Each benchmark is a module ``mmdist.bench.NAME`` with ``add_arguments(parser)`` and
+``run(args) -> dict``. Speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+BENCHMARKS = {
+    "step": "training steps of a variant on random data",
+    "augment": "weak + strong view throughput of a five-stream step (torch or DALI)",
+    "prepare": "mmdist.prepare throughput and memory on a generated pool",
+    "ddp": "distributed scaling, communication share and saliency overhead",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmdist.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="name", required=True)
+    for name, help_text in BENCHMARKS.items():
+        try:
+            module = importlib.import_module(f"mmdist.bench.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mmdist.bench.{name}":
+                raise
+            continue
+        module.add_arguments(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    result = importlib.import_module(f"mmdist.bench.{args.name}").run(args)
+    print(json.dumps({"benchmark": args.name, **result}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

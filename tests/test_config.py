@@ -1,0 +1,95 @@
+"""Config: YAML + dotted overrides -> typed tree; bad keys and values name the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmdist.config import ConfigError, dump_config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def test_every_shipped_config_loads():
+    files = sorted(CONFIGS.glob("*.yaml"))
+    assert len(files) >= 12  # default, tiny, learn, demo and the nine variants
+    for path in files:
+        config = load_config(path)
+        assert config.data.image_size % 32 == 0, path
+
+
+@pytest.mark.parametrize("variant", ["unet", "enc", "enc_mm", "enc_ssl", "umtl", "umtl_s",
+                                     "umtl_ssl", "umtl_ssl_s", "multimix"])
+def test_one_config_per_paper_variant(variant):
+    assert load_config(CONFIGS / f"{variant}.yaml").model.variant == variant
+
+
+def test_user_facing_keys_and_overrides():
+    config = load_config(CONFIGS / "tiny.yaml", ["model.variant=umtl_s", "model.saliency=differentiable",
+                                                  "trainer.max_steps=3", "output_dir=/tmp/x", "seed=7",
+                                                  "optim.lr=0.5"])
+    assert (config.model.variant, config.model.saliency) == ("umtl_s", "differentiable")
+    assert (config.trainer.max_steps, config.output_dir, config.seed) == (3, "/tmp/x", 7)
+    assert config.optim.lr == 0.5
+    assert config.data.image_size == 64  # from tiny.yaml, itself based on default.yaml
+    assert config.losses.lambda_d == 5.0  # inherited from default.yaml
+
+
+def test_unknown_key_names_path_and_nearest_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "tiny.yaml", ["trainer.max_step=3"])
+    message = str(info.value)
+    assert "trainer.max_step" in message and "trainer.max_steps" in message
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  variant: multimix\n  saliencey: detached\n")
+    with pytest.raises(ConfigError, match=r"model\.saliencey.*model\.saliency"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("trainer.max_steps=ten", "trainer.max_steps"),
+    ("trainer.max_steps=2.5", "trainer.max_steps"),
+    ("model.width=wide", "model.width"),
+    ("model.saliency=sometimes", "model.saliency"),
+    ("trainer.progress=3", "trainer.progress"),
+    ("data=5", "data"),
+])
+def test_wrong_type_names_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "tiny.yaml", [override])
+    assert str(info.value).startswith(key)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.image_size=100", "data.image_size"),
+    ("model.variant=unetx", "model.variant"),
+    ("losses.tau=1.5", "losses.tau"),
+    ("data.budget.segmentation_labeled=0", "data.budget.segmentation_labeled"),
+    ("data.classification.domain.gamma=-1", "data.classification.domain.gamma"),
+])
+def test_invalid_value_names_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "tiny.yaml", [override])
+    assert str(info.value).startswith(key), str(info.value)
+
+
+def test_saliency_on_a_variant_without_bridge_parts_is_refused():
+    with pytest.raises(ConfigError, match="model.saliency"):
+        load_config(CONFIGS / "tiny.yaml", ["model.variant=unet", "model.saliency=detached"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(CONFIGS / "tiny.yaml", ["data.budget.classification_labeled=full"])
+    dump_config(config, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["budget"][
+        "classification_labeled"] == "full"
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nothere.yaml"):
+        load_config(tmp_path / "nothere.yaml")
