@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# DeepSpeed on one node with the deepspeed launcher.
+#   launch/deepspeed.sh CONFIG [key=value ...]
+# NPROC ranks (default 2; --num_gpus is also how many CPU processes it starts) and DS_CONFIG, the
+# DeepSpeed JSON (default configs/deepspeed/zero1.json). --no_local_rank: mmdist reads LOCAL_RANK
+# from the environment and takes no --local_rank argument.
+set -euo pipefail
+if [ $# -lt 1 ]; then echo "usage: $0 CONFIG [key=value ...]" >&2; exit 2; fi
+config=$1; shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+deepspeed=${DEEPSPEED:-$root/.venv/bin/deepspeed}
+[ -x "$deepspeed" ] || deepspeed=deepspeed
+port=${MASTER_PORT:-$(( 20000 + RANDOM % 10000 ))}
+exec "$deepspeed" --num_gpus "${NPROC:-2}" --master_port "$port" --no_local_rank \
+    --module mmdist.train --config "$config" engine.strategy=deepspeed \
+    engine.deepspeed_config="${DS_CONFIG:-configs/deepspeed/zero1.json}" "$@"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# DDP on one node with torchrun.
+#   launch/torchrun.sh CONFIG [key=value ...]        e.g. launch/torchrun.sh configs/tiny.yaml
+# NPROC ranks (default 2; one per GPU on a GPU node). Later overrides win, so
+# engine.strategy=deepspeed engine.deepspeed_config=... runs DeepSpeed under torchrun instead.
+# Ranks, MASTER_ADDR/PORT come from torchrun (--standalone picks a free port).
+set -euo pipefail
+if [ $# -lt 1 ]; then echo "usage: $0 CONFIG [key=value ...]" >&2; exit 2; fi
+config=$1; shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-$root/.venv/bin/python}
+[ -x "$python" ] || python=python3
+exec "$python" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-2}" \
+    -m mmdist.train --config "$config" engine.strategy=ddp "$@"

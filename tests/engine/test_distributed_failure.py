@@ -1,0 +1,72 @@
+"""A rank killed mid-run makes the others fail fast with a message naming it; the run then
+resumes from its last checkpoint and completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_distributed_launchers import REPO, check_completed_run, launch_env, run_launcher
+
+TIMEOUT_S = 20
+
+
+def start_rank(rank: int, port: int, run_dir: Path, log: Path) -> subprocess.Popen:
+    """One rank started by hand through the generic RANK/WORLD_SIZE variables, so no launcher
+    supervises it: what stops the survivor is mmdist's own collective timeout and report."""
+    env = dict(launch_env(), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    command = [sys.executable, "-m", "mmdist.train", "--config", "configs/tiny.yaml",
+               f"output_dir={run_dir}", "engine.strategy=ddp", "trainer.max_steps=200",
+               "trainer.checkpoint_every=2", "trainer.image_log_every=0",
+               f"engine.collective_timeout_s={TIMEOUT_S}"]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_killed_rank_fails_fast_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
+    ranks = [start_rank(r, port, run_dir, logs[r]) for r in range(2)]
+    try:
+        deadline = time.monotonic() + 300
+        first = run_dir / "checkpoints" / "step_00000002.pt"
+        while not first.exists():
+            assert time.monotonic() < deadline, logs[0].read_text()[-3000:]
+            assert all(p.poll() is None for p in ranks), logs[0].read_text()[-3000:]
+            time.sleep(0.05)
+        ranks[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        code = ranks[0].wait(timeout=TIMEOUT_S + 60)
+        waited = time.monotonic() - killed_at
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = logs[0].read_text()
+    assert code != 0, text[-3000:]
+    assert waited < TIMEOUT_S + 30, waited
+    assert "rank 0 of 2" in text and "rank(s) 1 stopped answering" in text, text[-3000:]
+    assert not (run_dir / "summary.json").exists()
+
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt"))
+    last = int(saved[-1][5:13])
+    assert last < 200
+    done = run_launcher("torchrun.sh", run_dir, f"trainer.max_steps={last + 2}",
+                        "trainer.checkpoint_every=2", "trainer.resume=true")
+    summary = check_completed_run(done, run_dir, steps=last + 2)
+    assert summary["start_step"] == last
