@@ -46,12 +46,10 @@ if [ -z "$PYTHON" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 
-# Rendezvous for multi-rank jobs: the first node of the allocation, a port derived from the job
-# id (so two jobs sharing a node do not collide). Rank, world size and local rank come from
-# SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID in each task.
-MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-MASTER_PORT=$((20000 + ${SLURM_JOB_ID} % 20000))
-export MASTER_ADDR MASTER_PORT
+# Rank, world size, local rank and rank 0's address/port come from SLURM's variables in each task
+# (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, the first node, a port derived from the job id):
+# mmdist.engine.distributed reads them.
+
 # One intra-op thread pool per task, sized to the CPUs SLURM gave it.
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 
@@ -61,7 +59,7 @@ if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
     RESUME=(trainer.resume=true)
 fi
 echo "train.sh: job ${SLURM_JOB_ID} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST}" \
-     "(${SLURM_NTASKS:-1} tasks, master ${MASTER_ADDR}:${MASTER_PORT}): $CONFIG $*"
+     "(${SLURM_NTASKS:-1} tasks): $CONFIG $*"
 
 # No B: prefix on --signal: USR2 goes to the ranks (srun's tasks), not to this shell.
 srun --kill-on-bad-exit=1 "$PYTHON" -u -m mmdist.train --config "$CONFIG" "$@" "${RESUME[@]}"

@@ -64,8 +64,8 @@ class TrainJob(Checkpointable):
         # the run so that a signal stops the loop at a step boundary instead of mid-step.
         requeue_handler = signal.getsignal(PREEMPT_SIGNAL)
         in_submitit = "SUBMITIT_EXECUTOR" in os.environ
-        if in_submitit:
-            _export_rendezvous()
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            _export_local_rendezvous()
         trainer = Trainer(config)
         trainer.install_signal_handlers()
         summary = trainer.fit()
@@ -78,7 +78,9 @@ class TrainJob(Checkpointable):
                 requeue_handler(PREEMPT_SIGNAL, None)
             else:
                 # Returning would leave a result file for a run that is not over; the requeue
-                # that rank 0 issues ends this process.
+                # that rank 0 issues ends this process with SIGTERM, which must kill it now (the
+                # trainer's handler would only set a flag, and SLURM would wait KillWait for it).
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 time.sleep(600)
                 raise RuntimeError(f"rank {rank}: preempted, but the job was not requeued in 600 s")
         return summary
@@ -88,14 +90,17 @@ class TrainJob(Checkpointable):
         return DelayedSubmission(TrainJob(self.config_tree, resume=True))
 
 
-def _export_rendezvous() -> None:
-    """torch env:// variables (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) from submitit's
-    view of the job, so every launcher hands the same variables to rank discovery. The port is
-    derived from the job id, identical on every rank."""
+def _export_local_rendezvous() -> None:
+    """torch env:// variables for a job that submitit runs on this machine (``--local``).
+
+    Under SLURM nothing is exported: rank discovery (mmdist.engine.distributed) reads SLURM's own
+    variables. submitit's LocalExecutor sets only its own, so they are translated here."""
     from submitit.helpers import TorchDistributedEnvironment
 
-    # CUDA_VISIBLE_DEVICES stays as SLURM set it: the strategy picks local_rank % device count.
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    if TorchDistributedEnvironment().world_size > 1:
+        env = TorchDistributedEnvironment()
+        env.master_addr = "127.0.0.1"
+        env.export(set_cuda_visible_devices=False, overwrite=True)
 
 
 @dataclass

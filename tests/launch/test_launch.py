@@ -1,0 +1,87 @@
+"""``python -m mmdist.launch``: argument errors, a local run, a 2-rank DDP job across the two
+emulated nodes, and a preempted 2-rank job that submitit requeues and that resumes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, job_state, wait_until
+from tensorboard_events import read_events, scalar_steps
+
+SMALL = ["trainer.threads=1", "trainer.progress=false", "engine.device=cpu"]
+
+
+def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmdist.launch", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summary_of(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def test_bad_arguments_are_refused_before_submitting(tmp_path):
+    done = launch("--nodes", "2", "--config", "configs/tiny.yaml", f"output_dir={tmp_path}")
+    assert done.returncode == 2 and "engine.strategy=ddp" in done.stderr
+    done = launch("--config", "configs/tiny.yaml", "trainer.max_stepz=3")
+    assert done.returncode == 2 and "trainer.max_stepz: unknown key" in done.stderr
+    assert not (tmp_path / "submitit").exists()
+
+
+@pytest.mark.slow
+def test_local_runs_the_same_job_without_slurm(tmp_path):
+    done = launch("--local", "--config", "configs/tiny.yaml", f"output_dir={tmp_path / 'run'}", *SMALL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"TensorBoard: tensorboard --logdir {tmp_path / 'run' / 'tb'}" in done.stdout
+    summary = summary_of(tmp_path / "run")
+    assert summary["status"] == "completed" and summary["steps"] == 8
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_node_ddp_job_survives_preemption_and_completes(slurm, tmp_path):
+    """``--nodes 2 --wait`` with engine.strategy=ddp: one gloo rank per emulated node. USR2
+    mid-run makes rank 0 checkpoint (rank 1 waits), submitit requeue the job, and the requeued
+    job resume; ``--wait`` follows it through the requeue and exits 0 at the end."""
+    run_dir, steps = tmp_path / "run", 40
+    command = [sys.executable, "-m", "mmdist.launch", "--nodes", "2", "--wait", "--wait-timeout",
+               "500", "--time", "10", "--config", "configs/tiny.yaml", "engine.strategy=ddp",
+               f"output_dir={run_dir}", f"trainer.max_steps={steps}", "trainer.checkpoint_every=4",
+               "trainer.keep_checkpoints=50", "trainer.image_log_every=0", *SMALL]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            first_line = process.stdout.readline()
+            match = re.match(r"job:\s+(\d+) \(2 ranks on 2 nodes\)", first_line)
+            assert match, first_line + process.stderr.read()
+            job = match.group(1)
+            wait_until((run_dir / "checkpoints" / "step_00000004.pt").is_file, 300,
+                       "the first checkpoint")
+            assert job_state(job) == "RUNNING"
+            subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+            out, err = process.communicate(timeout=540)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, first_line + out + err
+    assert f"job {job}: completed" in out
+    summary = summary_of(run_dir)
+    assert summary["status"] == "completed" and summary["ranks"] == 2
+    assert 4 <= summary["start_step"] < steps and summary["steps"] == steps
+    folder = run_dir / "submitit"
+    logs = {task: (folder / f"{job}_{task}_log.out").read_text() +
+            (folder / f"{job}_{task}_log.err").read_text() for task in (0, 1)}
+    # One rank per emulated node, in both attempts.
+    assert logs[0].count("node=0(2), global_rank=0(2)") == 2, logs[0]
+    assert logs[1].count("node=1(2), global_rank=1(2)") == 2, logs[1]
+    # Rank 0 checkpointed and requeued; rank 1 did neither.
+    assert "Calling checkpoint method" in logs[0] and f"Requeued job {job}" in logs[0]
+    assert "Requeued job" not in logs[1]
+    assert scalar_steps(read_events(run_dir / "tb"), "train/total") == list(range(2, steps + 1, 2))
