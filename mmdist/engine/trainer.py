@@ -147,8 +147,9 @@ class Trainer:
                 loss, terms = training_losses(self.model, batch, self.spec, config.losses, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step}: loss is {loss.item()} ({_fmt(terms)})")
-            strategy.backward_step(loss)
-            self.scheduler.step()
+            if strategy.backward_step(loss):
+                # A step the fp16 GradScaler skipped does not advance the schedule either.
+                self.scheduler.step()
             step += 1
             seconds += time.perf_counter() - tick
             images_done += batch.image_count
@@ -167,7 +168,7 @@ class Trainer:
             if tc.val_every and step % tc.val_every == 0 and step < tc.max_steps:
                 last_val = validate(self.model_for_eval(), self.task_data, self.spec, strategy,
                                     config.data.eval_batch_size, config.data.image_size)
-                self.logger.scalars(last_val, step, "val/")
+                self.logger.scalars(_val_tags(last_val), step, "val/")
             stopping = self._stop_agreed()
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or stopping:
                 self.save(step)
@@ -178,7 +179,7 @@ class Trainer:
         if status == "completed":
             last_val = validate(self.model_for_eval(), self.task_data, self.spec, strategy,
                                 config.data.eval_batch_size, config.data.image_size)
-            self.logger.scalars(last_val, step, "val/")
+            self.logger.scalars(_val_tags(last_val), step, "val/")
             latest = strategy.latest_checkpoint(self.run_dir)
             if latest is None or ckpt.checkpoint_path(self.run_dir, step) != latest:
                 self.save(step)
@@ -221,6 +222,11 @@ class Trainer:
             self.logger.images("images/saliency", out.saliency, step)
         if batch.cls_unlabeled_strong is not None:
             self.logger.images("images/cls_strong_view", batch.cls_unlabeled_strong, step)
+
+
+def _val_tags(metrics: dict) -> dict:
+    """{'val_acc': x} -> {'acc': x}, logged under val/."""
+    return {k.removeprefix("val_"): v for k, v in metrics.items()}
 
 
 def _fmt(terms: dict) -> str:
