@@ -36,6 +36,40 @@ def _one_step(strategy, mode: str, rank: int, world: int) -> dict[str, torch.Ten
     return grads
 
 
+def _params(strategy) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
+
+
+def _checkpoint_round_trip(strategy, rank: int, world: int, run_dir: Path) -> dict:
+    """Save a ZeRO-2 engine after one step, take a second step; then restore the checkpoint into
+    a differently initialised engine and take the same second step: weights and Adam moments
+    must come back, so both second steps land on the same weights."""
+    strategy.save_checkpoint(run_dir, 1, {"scheduler": {}, "config": {}}, keep=2)
+    saved = _params(strategy)
+    batch = shard(global_batch(world, torch.float32, seed=11), rank)
+
+    def second_step():
+        loss, _ = training_losses(strategy.engine, batch, VARIANTS["multimix"], LOSSES, 2)
+        strategy.backward(loss)
+        strategy.optimizer_step()
+        return _params(strategy)
+
+    continued = second_step()
+    torch.manual_seed(99)
+    other = fresh_model("differentiable", torch.float32)
+    for param in other.parameters():
+        param.data.add_(0.1)
+    strategy.setup(other, torch.optim.Adam(other.parameters(), lr=1e-3))
+    latest = strategy.latest_checkpoint(run_dir)
+    state = strategy.load_checkpoint(latest)
+    restored = _params(strategy)
+    resumed = second_step()
+    return {"latest": str(latest), "step": state["step"],
+            "restore_error": relative_error(restored, saved),
+            "resume_error": relative_error(resumed, continued),
+            "moved": relative_error(continued, saved)}
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ["DS_ACCELERATOR"] = "cpu"
@@ -53,6 +87,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         strategy = DeepSpeedStrategy(config, info=info)
         for mode in MODES:
             results[f"zero{stage}", mode] = _one_step(strategy, mode, rank, world)
+        if stage == 2:
+            results["resume"] = _checkpoint_round_trip(strategy, rank, world, Path(out_dir) / "run")
     bf16 = DeepSpeedStrategy(EngineConfig(strategy="deepspeed", device="cpu", precision="bf16",
                                           deepspeed_config=str(REPO / "configs/deepspeed/zero1.json")),
                              info=info)
@@ -83,4 +119,10 @@ def test_zero_stages_give_ddp_gradients_and_bf16_runs(tmp_path: Path):
     assert torch.isfinite(flat_got).all()
     cosine = torch.nn.functional.cosine_similarity(flat_got, flat_want, dim=0).item()
     print("bf16 vs fp32 gradient cosine:", cosine)
+    for rank in range(2):
+        resume = ranks[rank]["resume"]
+        assert resume["latest"] == str(tmp_path / "run" / "checkpoints" / "step_00000001.pt")
+        assert (tmp_path / "run" / "checkpoints" / "step_00000001").is_dir()  # the ZeRO shards
+        assert resume["step"] == 1 and resume["moved"] > 1e-4
+        assert resume["restore_error"] == 0.0 and resume["resume_error"] == 0.0, resume
     assert cosine > 0.9
