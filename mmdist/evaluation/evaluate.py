@@ -1,0 +1,275 @@
+"""Evaluate a trained run on every test set its config names; write metrics, tables and plots.
+
+Test sets: the in-domain test splits of data.classification and data.segmentation (named
+'classification' and 'segmentation', for the heads the variant has) and every entry of
+evaluation.cross_domain (a whole dataset from another source). Per set, each rank runs its slice
+``indices[rank::world]`` (uneven lengths, no padding), scores its own images, and one gather merges
+the per-image rows (mmdist.evaluation.metrics), so any number of ranks gives the one-process result.
+
+Rank 0 writes, under RUN_DIR/eval/:
+  metrics.json          per test set: kind, domain, image count and the paper's metrics
+  table_row.md          the run's row of the paper's Table 2 (cross-domain in brackets)
+  per_image/<set>.csv   one row per image (scores, areas, probabilities) for later figures
+  *.png                 ROC, Bland-Altman, Dice box plot, boundary overlays, saliency per class
+and the same figures as TensorBoard images (tag eval/...) in RUN_DIR/tb at the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mmdist.config import Config, from_dict, load_config
+from mmdist.data.imageset import NO_LABEL, ImageSet
+from mmdist.data.sources import build_task_data, load_imageset
+from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.synthetic import synthetic_imageset
+from mmdist.engine.checkpoint import find_latest_checkpoint, load_checkpoint
+from mmdist.engine.strategies import resolve_device
+from mmdist.evaluation import plots
+from mmdist.evaluation.metrics import (
+    PerImageRecords, classification_metrics, segmentation_metrics, segmentation_scores)
+from mmdist.evaluation.tables import PAPER_HEADER, paper_row
+from mmdist.model import MultiMixNet, build_model
+from mmdist.model.saliency import input_saliency
+
+
+@dataclass
+class EvalSet:
+    name: str
+    kind: str
+    """'classification' or 'segmentation': which head it tests."""
+    domain: str
+    """'in' (a test split of a training source) or 'cross' (another source, evaluated whole)."""
+    imageset: ImageSet
+    indices: np.ndarray
+    """(M,) int64 image indices of the set inside ``imageset``."""
+
+
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"
+               ) -> tuple[MultiMixNet, Config, dict]:
+    """Rebuild the network a checkpoint was trained as (from the config saved inside it) and load
+    its weights. Returns (model in eval mode on ``device``, that config, the checkpoint dict)."""
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    if "config" not in state or "model" not in state:
+        raise RuntimeError(f"{checkpoint}: checkpoint lacks the 'config' or 'model' entry")
+    config = from_dict(state["config"])
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config, state
+
+
+def _cross_domain_imageset(entry, image_size: int) -> ImageSet:
+    if entry.kind == "synthetic":
+        # Its own seed (from the name), so a synthetic cross-domain set never repeats the
+        # training images, only their kind of anatomy in another 'scanner' domain.
+        return synthetic_imageset(entry.count, image_size, zlib.crc32(entry.name.encode()),
+                                  entry.domain, source=entry.name)
+    return load_imageset(entry, image_size, entry.task)
+
+
+def build_test_sets(config: Config, spec) -> list[EvalSet]:
+    """The in-domain test splits and the cross-domain sets the variant's heads can be tested on."""
+    can = {"classification": spec.classifier, "segmentation": spec.decoder}
+    sets = []
+    task_data = build_task_data(config, spec.tasks)
+    for kind in spec.tasks:
+        task = getattr(task_data, kind)
+        if task is not None and len(task.split.test):
+            sets.append(EvalSet(kind, kind, "in", task.imageset, np.asarray(task.split.test)))
+    for entry in config.evaluation.cross_domain:
+        if not can[entry.task]:
+            continue
+        imageset = _cross_domain_imageset(entry, config.data.image_size)
+        where = f"evaluation.cross_domain {entry.name!r} ({entry.path or entry.kind})"
+        if entry.task == "segmentation":
+            if imageset.masks is None:
+                raise ValueError(f"{where}: a segmentation test set needs masks; this source has none")
+            indices = np.arange(len(imageset))
+        else:
+            indices = np.flatnonzero(np.asarray(imageset.labels) != NO_LABEL)
+            if not len(indices):
+                raise ValueError(f"{where}: a classification test set needs labels; none found")
+        sets.append(EvalSet(entry.name, entry.task, "cross", imageset, indices))
+    return sets
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _images(imageset: ImageSet, chunk: np.ndarray, size: int) -> torch.Tensor:
+    return to_model_input(gather_rows(imageset.images, chunk, size, False))
+
+
+@torch.no_grad()
+def score_test_set(model: MultiMixNet, test_set: EvalSet, image_size: int, batch_size: int,
+                   device: torch.device) -> dict[str, np.ndarray]:
+    """This rank's share of one test set, merged over ranks: per-image columns sorted by index."""
+    rank, world = _rank_world()
+    records = PerImageRecords()
+    mine = test_set.indices[rank::world]
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
+        images = _images(test_set.imageset, chunk, image_size).to(device)
+        if test_set.kind == "classification":
+            probs = torch.softmax(model(cls_images=images).cls_logits.float(), dim=1).cpu()
+            records.add(chunk, prob=probs.numpy(),
+                        label=np.asarray(test_set.imageset.labels)[chunk])
+        else:
+            predicted = (model(seg_images=images).seg_logits.float().cpu() > 0)[:, 0]
+            truth = gather_rows(test_set.imageset.masks, chunk, image_size, True)[:, 0] > 0
+            records.add(chunk, **segmentation_scores(predicted, truth))
+    return records.gather().columns()
+
+
+def metrics_of(test_set: EvalSet, columns: dict[str, np.ndarray]) -> dict[str, float]:
+    if test_set.kind == "classification":
+        return classification_metrics(columns["prob"], columns["label"])
+    return segmentation_metrics(columns)
+
+
+def _write_per_image(path: Path, test_set: EvalSet, columns: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = test_set.imageset.names
+    fields = {"index": columns["index"]}
+    if names is not None:
+        fields["name"] = np.asarray(names)[columns["index"]]
+    for key, values in columns.items():
+        if key == "index":
+            continue
+        if values.ndim == 2:  # class probabilities
+            fields.update({f"{key}_{c}": values[:, c] for c in range(values.shape[1])})
+        else:
+            fields[key] = values
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(fields))
+        writer.writerows(zip(*fields.values()))
+
+
+@torch.no_grad()
+def _examples(model, test_set: EvalSet, count: int, image_size: int, device) -> dict:
+    """Inputs, masks, predictions, probabilities and saliency of a few images of a set (rank 0)."""
+    chosen = test_set.indices[:count]
+    if test_set.kind == "classification":
+        # A few of each class, for the saliency-per-class figure.
+        labels = np.asarray(test_set.imageset.labels)[test_set.indices]
+        chosen = np.concatenate([test_set.indices[labels == c][:count] for c in (0, 1)])
+    images = _images(test_set.imageset, chosen, image_size)
+    out = {"images": gather_rows(test_set.imageset.images, chosen, image_size, False)[:, 0].numpy(),
+           "labels": np.asarray(test_set.imageset.labels)[chosen]}
+    x = images.to(device)
+    if test_set.kind == "segmentation":
+        out["pred"] = (model(seg_images=x).seg_logits.float().cpu() > 0)[:, 0].numpy()
+        out["true"] = (gather_rows(test_set.imageset.masks, chosen, image_size, True)[:, 0] > 0).numpy()
+    if model.classifier is not None:
+        # The saliency the bridge would see, for every model with a classifier.
+        _, logits, saliency = input_saliency(x, model.encode, "detached")
+        out["probs"] = torch.softmax(logits.float(), 1).cpu().numpy()
+        out["saliency"] = saliency[:, 0].cpu().numpy()
+    return out
+
+
+def write_plots(eval_dir: Path, results: list[tuple[EvalSet, dict]], examples: dict,
+                writer=None, step: int = 0) -> list[Path]:
+    """All of a run's figures from its per-image results and examples; returns the PNG paths."""
+    written = []
+    curves = {t.name: (c["label"], c["prob"][:, 1]) for t, c in results if t.kind == "classification"}
+    if curves:
+        written.append(plots.save_figure(plots.roc_figure(curves), eval_dir / "roc.png", writer,
+                                         "eval/roc", step))
+    segmentation = [(t, c) for t, c in results if t.kind == "segmentation"]
+    if segmentation:
+        box = plots.dice_boxplot_figure({t.name: c["dice"] for t, c in segmentation})
+        written.append(plots.save_figure(box, eval_dir / "dice_boxplot.png", writer,
+                                         "eval/dice_boxplot", step))
+    for t, c in segmentation:
+        figure = plots.bland_altman_figure(c["pred_area"], c["true_area"], f"lung area, {t.name}")
+        written.append(plots.save_figure(figure, eval_dir / f"bland_altman_{t.name}.png", writer,
+                                         f"eval/bland_altman/{t.name}", step))
+        ex = examples[t.name]
+        grid = plots.boundary_overlay_grid(ex["images"], ex["true"], ex["pred"])
+        written.append(plots.save_image(grid, eval_dir / f"overlay_{t.name}.png", writer,
+                                        f"eval/overlay/{t.name}", step))
+    for t, _ in results:
+        ex = examples[t.name]
+        if t.kind == "classification" and "saliency" in ex:
+            figure = plots.saliency_figure(ex["images"], ex["saliency"], ex["labels"], ex["probs"],
+                                           per_class=max(1, min(4, len(ex["labels"]))))
+            written.append(plots.save_figure(figure, eval_dir / f"saliency_{t.name}.png", writer,
+                                             f"eval/saliency/{t.name}", step))
+    return written
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: Optional[str | Path] = None,
+                 overrides: list[str] | tuple[str, ...] = (), plots_on: bool = True) -> dict:
+    """Evaluate ``run_dir`` with ``checkpoint`` (default: its latest); see the module docstring.
+
+    Call on every rank when a process group is initialised. Returns the metrics.json content.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml", overrides)
+    if checkpoint is None:
+        checkpoint = find_latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run_dir}/checkpoints: no step_*.pt checkpoint to evaluate")
+    rank, world = _rank_world()
+    device = resolve_device(config.engine.device, rank if world > 1 else 0)
+    model, _, state = load_model(checkpoint, device)
+    spec = model.spec
+    test_sets = build_test_sets(config, spec)
+    size, batch = config.data.image_size, config.data.eval_batch_size
+    results = [(t, score_test_set(model, t, size, batch, device)) for t in test_sets]
+    summary = {
+        "run_dir": str(run_dir), "checkpoint": str(checkpoint), "step": int(state.get("step", 0)),
+        "variant": config.model.variant,
+        "classification_labeled": str(config.data.budget.classification_labeled),
+        "segmentation_labeled": str(config.data.budget.segmentation_labeled),
+        "seed": config.seed, "image_size": size, "ranks": world,
+        "test_sets": {t.name: {"kind": t.kind, "domain": t.domain, "source": t.imageset.source,
+                               "n_images": int(len(c["index"])),
+                               "metrics": metrics_of(t, c)} for t, c in results},
+    }
+    summary = _json_safe(summary)
+    if rank == 0:
+        eval_dir = run_dir / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        for t, c in results:
+            _write_per_image(eval_dir / "per_image" / f"{t.name}.csv", t, c)
+        (eval_dir / "table_row.md").write_text(
+            PAPER_HEADER + paper_row(config.model.variant, summary["classification_labeled"],
+                                     summary["segmentation_labeled"], summary["test_sets"]))
+        if plots_on and results:
+            from torch.utils.tensorboard import SummaryWriter
+
+            examples = {t.name: _examples(model, t, config.evaluation.examples, size, device)
+                        for t, _ in results}
+            writer = SummaryWriter(str(run_dir / "tb"))
+            try:
+                write_plots(eval_dir, results, examples, writer, summary["step"])
+            finally:
+                writer.close()
+        tmp = eval_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(eval_dir / "metrics.json")
+    return summary

@@ -1,0 +1,114 @@
+"""python -m mmdist.predict on a PNG, a JPEG and a small DICOM written here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmdist.config import load_config
+from mmdist.data.imaging import resize_gray
+from mmdist.data.streams import to_model_input
+from mmdist.engine.checkpoint import save_checkpoint
+from mmdist.evaluation.evaluate import load_model
+from mmdist.evaluation.predict import main as predict_main
+from mmdist.model import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _checkpoint(root: Path, variant: str = "multimix") -> Path:
+    config = load_config(REPO / "configs" / "tiny.yaml", [f"model.variant={variant}", "model.width=0.125"])
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    return save_checkpoint(root / variant, 3, {"model": model.state_dict(), "config": config.to_dict()})
+
+
+def _chest(height, width, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width]
+    body = ((x - width / 2) / (0.45 * width)) ** 2 + ((y - height / 2) / (0.48 * height)) ** 2 < 1
+    return np.clip(body * 170 + rng.normal(0, 20, (height, width)), 0, 255).astype(np.uint8)
+
+
+def _write_dicom(path: Path, pixels: np.ndarray) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.dataset import FileDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    png, jpeg, dcm = root / "chest.png", root / "chest.jpg", root / "chest.dcm"
+    Image.fromarray(_chest(72, 80, 1)).save(png)
+    Image.fromarray(_chest(100, 100, 2)).convert("RGB").save(jpeg, quality=90)
+    _write_dicom(dcm, _chest(40, 48, 3).astype(np.uint16) * 16)  # 12-bit values
+    return {"png": png, "jpeg": jpeg, "dicom": dcm, "sizes": {"png": (80, 72), "jpeg": (100, 100),
+                                                             "dicom": (48, 40)}}
+
+
+def test_png_jpeg_and_dicom_from_the_command_line(tmp_path, inputs):
+    checkpoint = _checkpoint(tmp_path)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "mmdist.predict", str(checkpoint), str(inputs["png"]),
+         str(inputs["jpeg"]), str(inputs["dicom"]), "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(line["image"]).name for line in lines] == ["chest.png", "chest.jpg", "chest.dcm"]
+    model, config, _ = load_model(checkpoint)
+    for line, kind in zip(lines, ("png", "jpeg", "dicom")):
+        probs = line["probabilities"]
+        assert probs["normal"] + probs["pneumonia"] == pytest.approx(1.0, abs=1e-6)
+        assert line["predicted"] == max(probs, key=probs.get)
+        for key in ("mask", "saliency"):
+            with Image.open(line[key]) as image:
+                assert image.size == inputs["sizes"][kind], (kind, key)
+                assert image.mode == ("L" if key == "mask" else "RGB")
+        mask = np.asarray(Image.open(line["mask"]))
+        assert set(np.unique(mask)) <= {0, 255}
+        assert line["lung_fraction"] == pytest.approx((mask > 0).mean())
+    # The PNG's probabilities again, straight from the network on the resized image.
+    gray = np.asarray(Image.open(inputs["png"]))
+    x = to_model_input(torch.from_numpy(np.array(resize_gray(gray, config.data.image_size)))[None, None])
+    with torch.no_grad():
+        direct = torch.softmax(model(cls_images=x).cls_logits, 1)[0]
+    assert lines[0]["probabilities"]["pneumonia"] == pytest.approx(float(direct[1]), abs=1e-5)
+
+
+def test_variants_without_a_head_and_unreadable_files(tmp_path, inputs, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    unet = _checkpoint(tmp_path, "unet")
+    rc = predict_main([str(unet), str(broken), str(inputs["png"]), "--out", str(tmp_path / "u"),
+                       "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 1 and str(broken) in captured.err
+    (line,) = [json.loads(x) for x in captured.out.splitlines()]
+    assert "mask" in line and "probabilities" not in line and "saliency" not in line
+    enc = _checkpoint(tmp_path, "enc")
+    assert predict_main([str(enc), str(inputs["dicom"]), "--out", str(tmp_path / "e"),
+                         "--device", "cpu"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert "probabilities" in line and "saliency" in line and "mask" not in line
+    assert predict_main([str(tmp_path / "missing.pt"), str(inputs["png"])]) == 2
+    assert "missing.pt" in capsys.readouterr().err

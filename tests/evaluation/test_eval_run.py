@@ -1,0 +1,150 @@
+"""python -m mmdist.evaluate on a trained tiny run: built-in data always, Shenzhen when present,
+2 ranks under torchrun equal to one process."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+from mmdist.config import load_config
+from mmdist.data.sources import build_task_data
+from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.evaluate import main as evaluate_main
+from mmdist.evaluation.evaluate import evaluate_run, load_model
+from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
+
+REPO = Path(__file__).resolve().parents[2]
+SHENZHEN = Path(os.environ.get("MMDIST_SHARED_DATA", REPO / ".." / "shared" / "data")) / "shenzhen-lungseg"
+SYNTHETIC_CROSS = ("evaluation.cross_domain=[{name: other_scanner, task: segmentation, count: 11, "
+                   "domain: {gamma: 1.6, noise: 0.08}}, {name: other_ward, task: classification, "
+                   "count: 13, domain: {contrast: 0.7}}]")
+TINY = ["model.width=0.125", "data.classification.count=60", "data.segmentation.count=30",
+        "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.image_log_every=0"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from mmdist.engine.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("run")
+    config = load_config(REPO / "configs" / "tiny.yaml", TINY + [f"output_dir={out}", SYNTHETIC_CROSS])
+    Trainer(config).fit()
+    return out
+
+
+def _read_csv(path):
+    return list(csv.DictReader(io.StringIO(Path(path).read_text())))
+
+
+def test_builtin_data_in_and_cross_domain(run_dir):
+    summary = evaluate_run(run_dir)
+    written = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    sets = written["test_sets"]
+    assert sorted(sets) == ["classification", "other_scanner", "other_ward", "segmentation"]
+    assert sets["other_scanner"]["domain"] == "cross" and sets["other_scanner"]["n_images"] == 11
+    assert sets["other_ward"]["n_images"] == 13
+    for name, entry in sets.items():
+        expected = CLASSIFICATION_METRICS if entry["kind"] == "classification" else SEGMENTATION_METRICS
+        assert sorted(entry["metrics"]) == sorted(expected), name
+        for metric, value in entry["metrics"].items():
+            if metric != "hausdorff" and value is not None:
+                assert 0.0 <= value <= 1.0, (name, metric)
+
+    # The in-domain segmentation numbers again, independently: the model on the whole test split
+    # in one batch, Dice from the masks.
+    config = load_config(run_dir / "config.yaml")
+    model, _, _ = load_model(summary["checkpoint"])
+    task = build_task_data(config).segmentation
+    test = task.split.test
+    with torch.no_grad():
+        logits = model(seg_images=to_model_input(gather_rows(task.imageset.images, test, 64, False))).seg_logits
+    pred = (logits[:, 0] > 0).numpy()
+    true = gather_rows(task.imageset.masks, test, 64, True)[:, 0].numpy() > 0
+    dice = 2 * (pred & true).sum((1, 2)) / (pred.sum((1, 2)) + true.sum((1, 2)))
+    rows = _read_csv(run_dir / "eval" / "per_image" / "segmentation.csv")
+    assert [int(r["index"]) for r in rows] == test.tolist()
+    assert np.allclose([float(r["dice"]) for r in rows], dice)
+    assert sets["segmentation"]["metrics"]["dice"] == pytest.approx(dice.mean())
+
+    row = (run_dir / "eval" / "table_row.md").read_text().splitlines()
+    assert row[0].startswith("| model | D_l^c | D_l^s | Acc |") and row[2].startswith("| multimix | 20 | 6 |")
+    assert f"({sets['other_scanner']['metrics']['dice']:.3f})" in row[2]
+
+    pngs = {p.name: p for p in (run_dir / "eval").glob("*.png")}
+    assert set(pngs) == {"roc.png", "dice_boxplot.png", "bland_altman_segmentation.png",
+                         "bland_altman_other_scanner.png", "overlay_segmentation.png",
+                         "overlay_other_scanner.png", "saliency_classification.png",
+                         "saliency_other_ward.png"}
+    with Image.open(pngs["overlay_segmentation.png"]) as overlay:
+        assert overlay.size == (64 * min(config.evaluation.examples, len(test)), 64)
+    with Image.open(pngs["roc.png"]) as roc:
+        assert roc.size == (500, 500)
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={IMAGES: 0})
+    events.Reload()
+    tags = [t for t in events.Tags()["images"] if t.startswith("eval/")]
+    assert len(tags) == len(pngs)
+    (event,) = events.Images("eval/overlay/other_scanner")
+    assert (event.width, event.height, event.step) == (64 * 8, 64, summary["step"])
+
+
+def _evaluate_cli(args, env_extra=None, launcher=()):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, *launcher, "-m", "mmdist.evaluate", *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_equal_one_process(run_dir, tmp_path):
+    one = _evaluate_cli([str(run_dir), "--no-plots"])
+    assert one.returncode == 0, one.stderr
+    single = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    two = _evaluate_cli([str(run_dir), "--no-plots"], launcher=(
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    double = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert double["ranks"] == 2 and single["ranks"] == 1
+    # 11 and 13 cross-domain images: shards of 6 + 5 and 7 + 6
+    for name, entry in single["test_sets"].items():
+        assert double["test_sets"][name]["n_images"] == entry["n_images"]
+        for metric, value in entry["metrics"].items():
+            assert double["test_sets"][name]["metrics"][metric] == pytest.approx(value, rel=1e-9), (name, metric)
+
+
+def test_shenzhen_cross_domain_row(run_dir, monkeypatch, capsys):
+    if not (SHENZHEN / "labels.csv").is_file():
+        pytest.skip(f"shared Shenzhen data not found at {SHENZHEN}")
+    cross = f"evaluation.cross_domain=[{{name: shenzhen, task: segmentation, kind: csv, path: '{SHENZHEN}'}}]"
+    # HOME: the prepared 64 px cache of the raw folder goes under the test's own folder.
+    monkeypatch.setenv("HOME", str(run_dir.parent / "home"))
+    assert evaluate_main([str(run_dir), "--no-plots", cross]) == 0, capsys.readouterr().err
+    sets = json.loads((run_dir / "eval" / "metrics.json").read_text())["test_sets"]
+    shenzhen = sets["shenzhen"]
+    assert (shenzhen["domain"], shenzhen["kind"], shenzhen["n_images"]) == ("cross", "segmentation", 59)
+    assert sorted(shenzhen["metrics"]) == sorted(SEGMENTATION_METRICS)
+    assert 0.0 < shenzhen["metrics"]["dice"] <= 1.0 and shenzhen["metrics"]["hausdorff"] >= 0
+    row = (run_dir / "eval" / "table_row.md").read_text().splitlines()[2]
+    assert f"({shenzhen['metrics']['dice']:.3f})" in row
+
+
+def test_clear_errors(tmp_path, run_dir, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    with pytest.raises(FileNotFoundError, match="checkpoints"):
+        evaluate_run(empty)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert evaluate_main([str(run_dir), "--checkpoint", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert evaluate_main([str(run_dir), "evaluation.cross_domain=[{name: x, kind: csv}]"]) == 2
+    assert "evaluation.cross_domain[0].path" in capsys.readouterr().err
