@@ -143,3 +143,37 @@ def saliency_figure(images: np.ndarray, saliency: np.ndarray, labels: np.ndarray
             ax.set_title(f"{name}: p(pn)={probs[i][1]:.2f}", fontsize=8)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.15)
     return fig
+
+
+def per_image_dice(runs) -> dict[str, dict[str, np.ndarray]]:
+    """Per-image Dice of a sweep's runs: {segmentation test set: {'variant c/s': values}}.
+
+    runs: mmdist.evaluation.tables.RunResult list; reads RUN_DIR/eval/per_image/<set>.csv (written
+    by ``python -m mmdist.evaluate``); runs without that file are left out. Seeds are pooled.
+    """
+    import csv
+
+    by_set: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        for name, entry in run.test_sets.items():
+            path = Path(run.run_dir) / "eval" / "per_image" / f"{name}.csv"
+            if entry.get("kind") != "segmentation" or not path.is_file():
+                continue
+            with path.open(newline="") as handle:
+                dice = [float(row["dice"]) for row in csv.DictReader(handle)]
+            label = f"{run.variant} {run.classification_labeled}/{run.segmentation_labeled}"
+            by_set.setdefault(name, {}).setdefault(label, []).extend(dice)
+    return {name: {label: np.asarray(v) for label, v in cells.items()}
+            for name, cells in by_set.items()}
+
+
+def sweep_dice_boxplots(runs, out_dir: str | Path, writer=None) -> list[Path]:
+    """The paper's consistency figure over a sweep: one box per (model, |D_l^c|, |D_l^s|) cell,
+    one figure per segmentation test set (see ``per_image_dice``). Writes
+    out_dir/dice_boxplot_<set>.png; returns the paths."""
+    written = []
+    for name, cells in sorted(per_image_dice(runs).items()):
+        figure = dice_boxplot_figure(cells, title=f"Dice per image, {name} (model |D_l^c|/|D_l^s|)")
+        written.append(save_figure(figure, Path(out_dir) / f"dice_boxplot_{name}.png", writer,
+                                   f"sweep/dice_boxplot/{name}"))
+    return written

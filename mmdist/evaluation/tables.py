@@ -8,7 +8,8 @@ variances) of the reference model (MultiMix) against each other model at the sam
 
     python -m mmdist.evaluation.tables RUN_DIR... [--out DIR] [--reference multimix]
 
-writes DIR/table.md and DIR/table.csv (default DIR: the current folder).
+writes DIR/table.md, DIR/table.csv and DIR/dice_boxplot_<set>.png (the paper's consistency figure:
+per-image Dice per model) (default DIR: the current folder).
 """
 
 from __future__ import annotations
@@ -181,15 +182,20 @@ def rows_to_markdown(rows: list[dict], reference: str = "multimix") -> str:
 
 def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
                       reference: str = "multimix") -> tuple[Path, Path]:
-    """Write out_dir/table.md and out_dir/table.csv for the given run directories."""
+    """Write out_dir/table.md, out_dir/table.csv and the per-model Dice box plots
+    (out_dir/dice_boxplot_<set>.png) for the given run directories."""
+    from mmdist.evaluation.plots import sweep_dice_boxplots
+
     if not run_dirs:
         raise ValueError("no run directories given")
-    rows = sweep_rows([load_run(d) for d in run_dirs], reference)
+    runs = [load_run(d) for d in run_dirs]
+    rows = sweep_rows(runs, reference)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv_path = out_dir / "table.md", out_dir / "table.csv"
     md.write_text(rows_to_markdown(rows, reference))
     csv_path.write_text(rows_to_csv(rows))
+    sweep_dice_boxplots(runs, out_dir)
     return md, csv_path
 
 

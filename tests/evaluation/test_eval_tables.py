@@ -6,9 +6,11 @@ import json
 import math
 
 import pytest
+from PIL import Image
 from scipy.stats import t as student_t
 
 from mmdist.config import dump_config, load_config
+from mmdist.evaluation.plots import per_image_dice
 from mmdist.evaluation.tables import load_run, paper_row, write_sweep_table
 
 
@@ -25,6 +27,9 @@ def _run(root, variant, seed, dice, acc=None, cls_budget=100, seg_budget=10):
         sets["cls_test"] = {"kind": "classification", "domain": "in", "n_images": 5,
                             "metrics": {"acc": acc, "auc": None}}
     (run_dir / "eval" / "metrics.json").write_text(json.dumps({"test_sets": sets}))
+    (run_dir / "eval" / "per_image").mkdir()
+    (run_dir / "eval" / "per_image" / "seg_test.csv").write_text(
+        "index,dice\n" + "".join(f"{i},{dice + 0.01 * i}\n" for i in range(5)))
     (run_dir / "summary.json").write_text(json.dumps({"status": "completed"}))
     return run_dir
 
@@ -49,6 +54,13 @@ def test_mean_std_and_students_t_against_multimix(tmp_path):
     assert hd["p_vs_reference"] == ""
     # auc was null in every run: no row at all
     assert not [r for r in rows if r["metric"] == "auc"]
+    # the consistency figure: one box per model (2 boxes -> a 4 x 4 inch figure at 100 dpi)
+    with Image.open(tmp_path / "out" / "dice_boxplot_seg_test.png") as box:
+        assert box.size == (400, 400)
+    dice = per_image_dice([load_run(r) for r in runs])["seg_test"]
+    assert sorted(dice) == ["multimix 100/10", "unet 100/10"]
+    assert len(dice["unet 100/10"]) == 15  # 5 images x 3 seeds
+    assert dice["unet 100/10"].mean() == pytest.approx(0.82 + 0.02)
 
 
 def test_paper_row_puts_cross_domain_in_brackets(tmp_path):
