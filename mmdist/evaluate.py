@@ -3,15 +3,15 @@
 Evaluates a trained run on its in-domain test splits and the cross-domain sets named in the
 config's ``evaluation`` section (overrides patch the run's config.yaml, e.g.
 ``'evaluation.cross_domain=[{name: shenzhen, kind: shenzhen, path: /data/shenzhen}]'``), and writes
-RUN_DIR/eval/ (see mmdist.evaluation.evaluate). Under torchrun (WORLD_SIZE > 1) every rank takes a
-slice of each test set and rank 0 writes the results.
+RUN_DIR/eval/ (see mmdist.evaluation.evaluate). Started as several ranks (torchrun, mpirun or srun:
+mmdist.engine.distributed finds them), every rank takes a slice of each test set and rank 0 writes
+the results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import timedelta
 
@@ -29,14 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the run's config")
     # Intermixed: options may come before or after the key=value overrides.
     args = parser.parse_intermixed_args(argv)
+    from mmdist.engine.distributed import RankDiscoveryError, discover_ranks, export_rank_env
     from mmdist.evaluation.evaluate import evaluate_run
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
+    try:
+        info = discover_ranks()  # torchrun, mpirun or srun, as for training
+    except RankDiscoveryError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    distributed, rank = info.is_distributed, info.rank
     if distributed:
+        export_rank_env(info)
         # One gather per test set; gloo carries the pickled per-image rows on CPU and GPU alike.
-        dist.init_process_group("gloo", timeout=timedelta(minutes=10))
-        rank = dist.get_rank()
+        dist.init_process_group("gloo", init_method="env://", rank=info.rank,
+                                world_size=info.world_size, timeout=timedelta(minutes=10))
     try:
         summary = evaluate_run(args.run_dir, args.checkpoint, args.overrides,
                                plots_on=not args.no_plots)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: Optional[str | Path] = None,
         if checkpoint is None:
             raise FileNotFoundError(f"{run_dir}/checkpoints: no step_*.pt checkpoint to evaluate")
     rank, world = _rank_world()
-    device = resolve_device(config.engine.device, rank if world > 1 else 0)
+    device = resolve_device(config.engine.device, int(os.environ.get("LOCAL_RANK", "0")))
     model, _, state = load_model(checkpoint, device)
     spec = model.spec
     test_sets = build_test_sets(config, spec)
