@@ -110,9 +110,16 @@ def boundary_overlay(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> n
     prediction is drawn on top.
     """
     rgb = np.repeat(np.asarray(image, dtype=np.uint8)[..., None], 3, axis=2)
-    rgb[find_boundaries(np.asarray(true).astype(bool), mode="inner")] = TRUTH_COLOUR
-    rgb[find_boundaries(np.asarray(pred).astype(bool), mode="inner")] = PREDICTION_COLOUR
+    rgb[_edges(true)] = TRUTH_COLOUR
+    rgb[_edges(pred)] = PREDICTION_COLOUR
     return rgb
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """Inner boundary pixels of a mask; the image border counts as background, so a mask that
+    touches it (an untrained model's all-foreground guess) still shows an outline."""
+    padded = np.pad(np.asarray(mask).astype(bool), 1)
+    return find_boundaries(padded, mode="inner")[1:-1, 1:-1]
 
 
 def boundary_overlay_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -25,6 +25,11 @@ def test_boundary_overlay_marks_the_inner_edges():
     assert green[2, 2:8].all() and green[2:8, 2].all() and not green[3:7, 3:7].any()
     assert red[4, 4:10].all() and red[9, 4:10].all() and red.sum() == 20
     assert (rgb[~green & ~red] == 100).all()
+    # a mask that fills the image is outlined along the image border
+    full = plots.boundary_overlay(image, true, np.ones((12, 12), bool))
+    border = np.ones((12, 12), bool)
+    border[1:-1, 1:-1] = False
+    assert ((full == plots.PREDICTION_COLOUR).all(-1) == border).all()
     grid = plots.boundary_overlay_grid(np.stack([image] * 3), np.stack([true] * 3), np.stack([pred] * 3))
     assert grid.shape == (12, 36, 3)
 
