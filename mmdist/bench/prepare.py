@@ -15,6 +15,7 @@ Generated data live under --workdir (default /tmp) and are removed unless --keep
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ NIH_IMAGES = 112_120
 
 def add_arguments(parser) -> None:
     parser.add_argument("--images", type=int, default=5000, help="PNGs in the generated pool")
+    parser.add_argument("--distinct", type=int, default=1000,
+                        help="distinct generated pictures in the pool (the rest are copies)")
     parser.add_argument("--source-size", type=int, default=1024, help="PNG width and height")
     parser.add_argument("--size", type=int, default=256, help="cache image size")
     parser.add_argument("--workers", type=int, default=2, help="prepare processes")
@@ -66,15 +69,21 @@ def _write_pngs(args: tuple) -> None:
         Image.fromarray(_radiograph(i, size)).save(Path(folder) / f"{i:06d}.png", compress_level=1)
 
 
-def make_pool(folder: Path, count: int, size: int, workers: int) -> None:
-    marker = folder / f".complete-{count}-{size}"
+def make_pool(folder: Path, count: int, size: int, workers: int, distinct: int) -> None:
+    """``count`` PNGs in ``folder``: ``distinct`` generated pictures, then byte copies of them
+    (separate files: every one is read and decoded; encoding them all would take longer than
+    the benchmark itself on a small machine)."""
+    marker = folder / f".complete-{count}-{size}-{distinct}"
     if marker.exists():
         return
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    chunks = [(str(folder), range(i, min(i + 100, count)), size) for i in range(0, count, 100)]
+    distinct = min(distinct, count)
+    chunks = [(str(folder), range(i, min(i + 50, distinct)), size) for i in range(0, distinct, 50)]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_write_pngs, chunks))
+    for i in range(distinct, count):
+        shutil.copyfile(folder / f"{i % distinct:06d}.png", folder / f"{i:06d}.png")
     marker.touch()
 
 
@@ -221,7 +230,7 @@ def run(args) -> dict:
     work = Path(args.workdir)
     pool, out = work / "pool", work / "cache"
     tick = time.perf_counter()
-    make_pool(pool, args.images, args.source_size, max(args.workers, 1))
+    make_pool(pool, args.images, args.source_size, max(args.workers, 1), args.distinct)
     generate_s = time.perf_counter() - tick
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "mmdist.prepare", "--dataset", "folder", "--src", str(pool),
@@ -233,7 +242,8 @@ def run(args) -> dict:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     rate = summary["records"] / seconds
     report = {
-        "pool_images": args.images, "pool_source_size": args.source_size,
+        "pool_images": args.images, "pool_distinct": min(args.distinct, args.images),
+        "pool_source_size": args.source_size,
         "pool_mb": round(sum(f.stat().st_size for f in pool.glob("*.png")) / 2**20, 1),
         "pool_generate_s": round(generate_s, 1), "size": args.size, "workers": args.workers,
         "prepare_s": round(seconds, 2), "prepare_img_per_s": round(rate, 1),
@@ -266,6 +276,8 @@ def run(args) -> dict:
         report["readers"] = {n: {k: (round(v, 1) if isinstance(v, float) else v)
                                  for k, v in r.items() if k != "checksum"}
                              for n, r in readers.items()}
+    # Other work on the machine slows every arm alike; say how busy it was.
+    report["cpus"], report["load_average_1m_end"] = os.cpu_count(), round(os.getloadavg()[0], 2)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return report
