@@ -22,8 +22,7 @@ from mmdist.augment.dali_ops import op_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
 from mmdist.augment.sources import TorchStepSource
 from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
-                                 SEG_UNLABELED, VIEW_IDS, StepBatch, gather_rows, step_seed,
-                                 to_model_input)
+                                 SEG_UNLABELED, VIEW_IDS, StepBatch, gather_rows, step_seed)
 
 _VIEW_KIND = {SEG_LABELED: "weak", SEG_UNLABELED: "weak", CLS_LABELED: "weak", CLS_WEAK: "weak",
               CLS_STRONG: "strong", CLS_WEAK2: "weak"}
@@ -115,12 +114,9 @@ class DaliStepSource(TorchStepSource):
         names = [name for read in self.reads for name in read.output_names()]
         batch = StepBatch()
         for name, tensor_list in zip(names, outputs):
-            views = _to_torch(tensor_list)  # (B, S, S, 1) uint8
-            views = views.permute(0, 3, 1, 2)
-            if name.endswith("_mask"):
-                setattr(batch, name, views.float())
-            else:
-                setattr(batch, name, to_model_input(views))
+            views = _to_torch(tensor_list)  # (B, S, S, 1) float32, already model input
+            # One channel: HWC and CHW share a memory layout, so a view gives (B, 1, S, S).
+            setattr(batch, name, views.view(views.shape[0], 1, views.shape[1], views.shape[2]))
         if CLS_LABELED in self.streams:
             indices = self.samplers[CLS_LABELED].indices(step)
             labels = np.asarray(self.task_data.classification.imageset.labels)[indices]
@@ -152,7 +148,7 @@ def _to_torch(tensor_list) -> torch.Tensor:
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         dense = tensor_list.as_tensor()
-        out = torch.empty(dense.shape(), dtype=torch.uint8, device=torch.cuda.current_device())
+        out = torch.empty(dense.shape(), dtype=torch.float32, device=torch.cuda.current_device())
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
         return out
     return torch.from_numpy(tensor_list.as_array())

@@ -79,6 +79,12 @@ def weak_view(image, flip, anchor, size: int):
                     out_of_bounds_policy="reflect_101")
 
 
+def model_input(image):
+    """uint8 view -> float32 in [-1, 1], bit for bit mmdist.data.streams.to_model_input (the
+    same float32 division and subtraction), computed by the pipeline's threads (or the GPU)."""
+    return fn.cast(image, dtype=types.FLOAT) / np.float32(127.5) - np.float32(1.0)
+
+
 def _truncate_to_uint8(values):
     """float -> uint8 as torchvision does: clamp to [0, 255], then drop the fraction."""
     return fn.cast(dmath.floor(dmath.clamp(values, 0.0, 255.0)), dtype=types.UINT8)
