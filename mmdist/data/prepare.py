@@ -116,8 +116,10 @@ def _new_array(path: Path, shape: tuple[int, ...]) -> None:
     os.replace(tmp, path)
 
 
-def _open_partial(partial: Path, plan: dict, size: int, with_masks: bool) -> dict[int, list]:
-    """Create or reopen the staging folder; return the finished chunks {chunk: metas}."""
+def _open_partial(partial: Path, plan: dict, size: int, with_masks: bool,
+                  chunk_size: int) -> tuple[dict[int, list], int]:
+    """Create or reopen the staging folder; return ({chunk: metas} of the finished chunks, the
+    chunk size they were cut with: a resumed run keeps the first run's chunks)."""
     plan_file = partial / PLAN
     if plan_file.is_file():
         old = json.loads(plan_file.read_text())
@@ -126,9 +128,10 @@ def _open_partial(partial: Path, plan: dict, size: int, with_masks: bool) -> dic
                                f"({old.get('dataset')} from {old.get('src')}, size "
                                f"{old.get('size')}, {old.get('records')} records); delete it or "
                                f"choose another output folder")
+        chunk_size = int(old["chunk_size"])
     else:
         partial.mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(json.dumps(plan, default=str))
+        plan_file.write_text(json.dumps({**plan, "chunk_size": chunk_size}, default=str))
     shape = (plan["records"], size, size)
     if not (partial / cache.IMAGES).is_file():
         _new_array(partial / cache.IMAGES, shape)
@@ -143,7 +146,7 @@ def _open_partial(partial: Path, plan: dict, size: int, with_masks: bool) -> dic
             except json.JSONDecodeError:
                 continue  # a line cut by the interruption: that chunk is simply redone
             done[entry["chunk"]] = entry["metas"]
-    return done
+    return done, chunk_size
 
 
 def _journal(partial: Path, chunk: int, metas: list[dict]) -> None:
@@ -255,7 +258,7 @@ def _prepare_locked(dataset: str, out: Path, plan: dict, index, size: int, worke
                 "seconds": round(time.perf_counter() - start_time, 3)}
     with_masks = any(r.has_mask for r in records)
     partial = out / cache.PARTIAL
-    done = _open_partial(partial, plan, size, with_masks)
+    done, chunk_size = _open_partial(partial, plan, size, with_masks, chunk_size)
     starts = list(range(0, len(records), chunk_size))
     todo = [c for c in range(len(starts)) if c not in done]
     bar = tqdm(total=len(records), initial=sum(len(m) for m in done.values()), unit="img",

@@ -162,7 +162,8 @@ def test_an_interrupted_prepare_resumes_without_redoing_chunks(tmp_path, monkeyp
     assert len((tmp_path / "out" / cache.PARTIAL / "journal.jsonl").read_text().splitlines()) == 2
     calls.clear()
     monkeypatch.setattr(prepare_module, "_prepare_chunk", lambda *a: calls.append(a[1]) or real_chunk(*a))
-    summary = prep("folder", tmp_path / "pool", tmp_path / "out", size=16, chunk_size=2)
+    # Resumed with another chunk size: the first run's chunks are kept.
+    summary = prep("folder", tmp_path / "pool", tmp_path / "out", size=16, chunk_size=5)
     assert calls == [4, 6] and summary["chunks_reused"] == 2  # rows 0-3 were not decoded again
     assert len(summary["rejects"]) == len(bad)
     assert read_cache_bytes(tmp_path / "out") == read_cache_bytes(tmp_path / "ref")
@@ -208,7 +209,8 @@ def test_unfinished_staging_of_another_plan_is_not_overwritten(tmp_path):
     write_csv_dataset(tmp_path / "c")
     partial = tmp_path / "out" / cache.PARTIAL
     partial.mkdir(parents=True)
-    (partial / "plan.json").write_text(json.dumps({"key": "other", "dataset": "nih"}))
+    (partial / "plan.json").write_text(json.dumps({"key": "other", "dataset": "nih",
+                                                    "chunk_size": 4}))
     with pytest.raises(DatasetError, match="unfinished prepare of another plan"):
         prep("csv", tmp_path / "c", tmp_path / "out")
     with pytest.raises(DatasetError, match="unfinished prepare is there: run it again to resume"):
