@@ -8,7 +8,8 @@ variances) of the reference model (MultiMix) against each other model at the sam
 
     python -m mmdist.evaluation.tables RUN_DIR... [--out DIR] [--reference multimix]
 
-writes DIR/table.md, DIR/table.csv and DIR/dice_boxplot_<set>.png (the paper's consistency figure:
+writes DIR/table.md (every test set and metric), DIR/table.csv, DIR/table_paper.md (the paper's
+Table 2 columns) and DIR/dice_boxplot_<set>.png (the paper's consistency figure:
 per-image Dice per model) (default DIR: the current folder).
 """
 
@@ -169,7 +170,10 @@ def rows_to_markdown(rows: list[dict], reference: str = "multimix") -> str:
         text = f"{row['mean']:.3f} ± {row['std']:.3f}"
         if not math.isnan(row["p_vs_reference"]):
             text += f" (p={row['p_vs_reference']:.3g})"
-        cells.setdefault(cell, {"n": row["n"]})[(row["test_set"], row["metric"])] = text
+        entry = cells.setdefault(cell, {"n": 0})
+        entry[(row["test_set"], row["metric"])] = text
+        # Runs in the cell: a test set some runs lack has a smaller n than the cell.
+        entry["n"] = max(entry["n"], row["n"])
     header = "| model | D_l^c | D_l^s | runs | " + " | ".join(f"{t} {m}" for t, m in columns) + " |\n"
     header += "|---|---|---|---|" + "---|" * len(columns) + "\n"
     lines = [f"| {v} | {c} | {s} | {entry['n']} | " +
@@ -180,9 +184,46 @@ def rows_to_markdown(rows: list[dict], reference: str = "multimix") -> str:
     return header + "".join(lines) + note
 
 
+def paper_table(runs: list[RunResult], reference: str = "multimix") -> str:
+    """The paper's Table 2 over a sweep: one row per cell, each column 'mean ± std' of the first
+    in-domain test set of its kind, the cross-domain mean in brackets, and '*' where the
+    in-domain value differs from the reference model's at the same budgets (t-test p < 0.05)."""
+    rows = sweep_rows(runs, reference)
+    kinds: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        for name, entry in run.test_sets.items():
+            kinds.setdefault(name, (entry["kind"], entry["domain"]))
+    found = {(r["variant"], r["classification_labeled"], r["segmentation_labeled"],
+              r["test_set"], r["metric"]): r for r in rows}
+    cells = list(dict.fromkeys((r["variant"], r["classification_labeled"], r["segmentation_labeled"])
+                               for r in rows))
+
+    def first(kind: str, domain: str, cell, metric: str):
+        for name in sorted(kinds):
+            if kinds[name] == (kind, domain) and cell + (name, metric) in found:
+                return found[cell + (name, metric)]
+        return None
+
+    lines = [PAPER_HEADER]
+    for cell in cells:
+        texts = []
+        for _, metric, kind in PAPER_COLUMNS:
+            inside, cross = first(kind, "in", cell, metric), first(kind, "cross", cell, metric)
+            text = f"{inside['mean']:.3f} ± {inside['std']:.3f}" if inside else "-"
+            if inside and inside["p_vs_reference"] < 0.05:
+                text += "*"
+            if cross:
+                text += f" ({cross['mean']:.3f})"
+            texts.append(text)
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]} | " + " | ".join(texts) + " |\n")
+    lines.append(f"\nmean ± std over seeds; cross-domain mean in brackets; * p < 0.05 against "
+                 f"{reference} (Student's t-test).\n")
+    return "".join(lines)
+
+
 def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
                       reference: str = "multimix") -> tuple[Path, Path]:
-    """Write out_dir/table.md, out_dir/table.csv and the per-model Dice box plots
+    """Write out_dir/table.md, out_dir/table.csv, out_dir/table_paper.md and the Dice box plots
     (out_dir/dice_boxplot_<set>.png) for the given run directories."""
     from mmdist.evaluation.plots import sweep_dice_boxplots
 
@@ -195,6 +236,7 @@ def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
     md, csv_path = out_dir / "table.md", out_dir / "table.csv"
     md.write_text(rows_to_markdown(rows, reference))
     csv_path.write_text(rows_to_csv(rows))
+    (out_dir / "table_paper.md").write_text(paper_table(runs, reference))
     sweep_dice_boxplots(runs, out_dir)
     return md, csv_path
 

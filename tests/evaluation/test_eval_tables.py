@@ -54,6 +54,9 @@ def test_mean_std_and_students_t_against_multimix(tmp_path):
     assert hd["p_vs_reference"] == ""
     # auc was null in every run: no row at all
     assert not [r for r in rows if r["metric"] == "auc"]
+    paper = (tmp_path / "out" / "table_paper.md").read_text().splitlines()
+    assert "| multimix | 100 | 10 | 0.800 ± 0.000 | - | - | 0.920 ± 0.020 | 1.000 ± 0.000 | - |" in paper
+    assert "| unet | 100 | 10 | - | - | - | 0.820 ± 0.020* | 1.000 ± 0.000 | - |" in paper
     # the consistency figure: one box per model (2 boxes -> a 4 x 4 inch figure at 100 dpi)
     with Image.open(tmp_path / "out" / "dice_boxplot_seg_test.png") as box:
         assert box.size == (400, 400)
