@@ -46,8 +46,9 @@ def compare_to_torch(dali_batch, torch_batch) -> list[bool]:
     return identical
 
 
-def test_dali_batches_are_the_torch_backend_batches(built_in_data):
-    config = data_config(size=32, batch_size=3)
+@pytest.mark.parametrize("ops,apply", [(2, "always"), (3, "half")])
+def test_dali_batches_are_the_torch_backend_batches(built_in_data, ops, apply):
+    config = data_config(size=32, batch_size=3, strong_ops=ops, strong_apply=apply)
     dali = DaliStepSource(built_in_data, ALL_STREAMS, config, seed=5)
     reference = TorchStepSource(built_in_data, ALL_STREAMS, config, seed=5)
     batches = list(dali.iterate(0, 4))
@@ -153,3 +154,14 @@ def test_gpu_pipeline_gives_the_cpu_pipeline_batches_on_the_gpu(built_in_data):
                 assert ((x - y).abs() > 1.5 / 127.5).float().mean() < 0.02
             else:
                 assert torch.equal(x, y), f.name
+
+
+@pytest.mark.parametrize("override,key", [("data.augment.threads=0", "data.augment.threads"),
+                                          ("data.augment.backend=opencv", "backend"),
+                                          ("data.augment.device=tpu", "device")])
+def test_bad_augment_settings_name_their_key(override, key):
+    from mmdist.config import ConfigError, load_config
+    from augment_helpers import REPO
+
+    with pytest.raises(ConfigError, match=key):
+        load_config(REPO / "configs" / "tiny.yaml", [override])
