@@ -1,6 +1,8 @@
 """Training-step throughput of one variant on random data (B images per stream, five streams).
 
-Prints img_per_s (all stream images per second), step_s_median, peak_rss_mb and params.
+Prints img_per_s (all stream images per second), step_s_median, peak_rss_mb and params; with
+--compare, the three saliency modes and the reference step structure interleaved in one process,
+with their ratios.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def add_arguments(parser) -> None:
                         help="time the authors' step structure instead (multimix only): a separate "
                              "eval-mode encoder pass with a full backward for the saliency, then "
                              "encoder and decoder on all five streams")
+    parser.add_argument("--compare", action="store_true",
+                        help="time none / detached / differentiable and the reference step "
+                             "interleaved in one run and print their ratios")
 
 
 def random_batch(streams, batch: int, size: int, generator: torch.Generator) -> StepBatch:
@@ -74,35 +79,71 @@ def reference_style_loss(model, batch: StepBatch, losses: LossConfig):
     return total, {}
 
 
-def run(args) -> dict:
-    torch.set_num_threads(args.threads)
-    if args.reference_step and (args.variant != "multimix" or args.saliency not in ("auto", "detached")):
-        raise SystemExit("--reference-step times the authors' MultiMix step: variant multimix, "
-                         "saliency detached")
-    model_config = ModelConfig(variant=args.variant, saliency=args.saliency, width=args.width)
-    spec = VARIANTS[args.variant]
+def _arm(variant: str, saliency: str, width: float, reference: bool, size: int, batch: int):
+    """One thing to time: a model, its optimizer, a fixed random batch and its loss function."""
+    torch.manual_seed(0)
+    model_config = ModelConfig(variant=variant, saliency=saliency, width=width)
+    spec = VARIANTS[variant]
     model = build_model(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data = random_batch(spec.streams, batch, size, torch.Generator().manual_seed(0))
     losses = LossConfig()
-    generator = torch.Generator().manual_seed(0)
-    batch = random_batch(spec.streams, args.batch, args.size, generator)
-    times = []
+    if reference:
+        loss_fn = lambda step: reference_style_loss(model, data, losses)  # noqa: E731
+    else:
+        loss_fn = lambda step: training_losses(model, data, spec, losses, step)  # noqa: E731
+    name = "reference" if reference else model_config.resolved_saliency
+    return {"name": name, "model": model, "optimizer": optimizer, "loss": loss_fn,
+            "images": data.image_count, "times": []}
+
+
+def _time_step(arm, step: int) -> float:
+    tick = time.perf_counter()
+    loss, _ = arm["loss"](step)
+    loss.backward()
+    arm["optimizer"].step()
+    arm["optimizer"].zero_grad(set_to_none=True)
+    return time.perf_counter() - tick
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    if args.compare:
+        if args.variant != "multimix":
+            raise SystemExit("--compare times multimix's saliency modes against the reference step")
+        arms = [_arm("multimix", mode, args.width, False, args.size, args.batch)
+                for mode in ("none", "detached", "differentiable")]
+        arms.append(_arm("multimix", "detached", args.width, True, args.size, args.batch))
+    else:
+        if args.reference_step and (args.variant != "multimix" or
+                                    args.saliency not in ("auto", "detached")):
+            raise SystemExit("--reference-step times the authors' MultiMix step: variant multimix, "
+                             "saliency detached")
+        arms = [_arm(args.variant, args.saliency, args.width, args.reference_step, args.size,
+                     args.batch)]
+    # Interleave the arms step by step so that they share whatever else the machine is doing.
     for step in range(args.warmup + args.steps):
-        tick = time.perf_counter()
-        if args.reference_step:
-            loss, _ = reference_style_loss(model, batch, losses)
-        else:
-            loss, _ = training_losses(model, batch, spec, losses, step)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - tick)
-    median = statistics.median(times)
-    return {"variant": args.variant, "saliency": model_config.resolved_saliency, "size": args.size,
-            "step_structure": "reference" if args.reference_step else "mmdist",
-            "batch_per_stream": args.batch, "images_per_step": batch.image_count,
-            "threads": args.threads, "steps": args.steps, "step_s_median": median,
-            "img_per_s": batch.image_count / median,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "params": sum(p.numel() for p in model.parameters())}
+        for arm in arms:
+            elapsed = _time_step(arm, step)
+            if step >= args.warmup:
+                arm["times"].append(elapsed)
+    common = {"variant": args.variant, "size": args.size, "batch_per_stream": args.batch,
+              "threads": args.threads, "steps": args.steps,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    results = {}
+    for arm in arms:
+        median = statistics.median(arm["times"])
+        results[arm["name"]] = {"step_s_median": median, "img_per_s": arm["images"] / median,
+                                "images_per_step": arm["images"],
+                                "params": sum(p.numel() for p in arm["model"].parameters())}
+    if not args.compare:
+        only = next(iter(results.values()))
+        return {**common, "saliency": arms[0]["name"] if not args.reference_step else "detached",
+                "step_structure": "reference" if args.reference_step else "mmdist", **only}
+    base = results["reference"]["img_per_s"]
+    ratios = {f"{name}_vs_reference": r["img_per_s"] / base for name, r in results.items()
+              if name != "reference"}
+    ratios["detached_vs_none"] = results["detached"]["img_per_s"] / results["none"]["img_per_s"]
+    ratios["differentiable_vs_none"] = (results["differentiable"]["img_per_s"]
+                                        / results["none"]["img_per_s"])
+    return {**common, "arms": results, "ratios": ratios}
