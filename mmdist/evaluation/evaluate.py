@@ -136,6 +136,9 @@ def score_test_set(model: MultiMixNet, test_set: EvalSet, image_size: int, batch
 
 
 def metrics_of(test_set: EvalSet, columns: dict[str, np.ndarray]) -> dict[str, float]:
+    """The paper's metrics of one test set from its merged per-image columns."""
+    if not len(columns["index"]):
+        raise ValueError(f"test set {test_set.name!r} ({test_set.imageset.source}) has no images")
     if test_set.kind == "classification":
         return classification_metrics(columns["prob"], columns["label"])
     return segmentation_metrics(columns)
