@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from nvidia.dali.backend import TensorListGPU
 
 from mmdist.augment.dali_ops import op_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
@@ -143,12 +144,14 @@ class DaliStepSource(TorchStepSource):
 
 
 def _to_torch(tensor_list) -> torch.Tensor:
-    """A dense DALI TensorList (CPU or GPU) as a torch tensor on the same device."""
-    if hasattr(tensor_list, "as_cpu") and type(tensor_list).__name__.endswith("GPU"):
+    """A dense DALI TensorList (CPU or GPU) as a torch tensor on the same device (a copy: DALI
+    reuses its buffers on the next iteration)."""
+    if isinstance(tensor_list, TensorListGPU):
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         dense = tensor_list.as_tensor()
         out = torch.empty(dense.shape(), dtype=torch.float32, device=torch.cuda.current_device())
-        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
+        # No stream given: a blocking copy, finished before DALI may overwrite its buffer.
+        feed_ndarray(dense, out)
         return out
     return torch.from_numpy(tensor_list.as_array())
