@@ -7,7 +7,8 @@ image (padding = pad_fraction * size). Strong view (GAug): the weak view, then R
 
 An op's strength at magnitude v is ``bias + max_value * v / 10`` (the reference's scaling);
 ``signed`` ops flip the sign with p=0.5. Geometric ops move the mask too (nearest), intensity ops
-touch the image only. No colour op is in the pool: DALI's colour ops kill the process on 1-channel
+touch the image only. Equalize uses OpenCV's lookup table in both backends (the one DALI
+implements), not PIL's. No colour op is in the pool: DALI's colour ops kill the process on 1-channel
 images.
 """
 
