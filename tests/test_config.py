@@ -93,3 +93,10 @@ def test_resolved_config_round_trips(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nothere.yaml"):
         load_config(tmp_path / "nothere.yaml")
+
+
+def test_exponent_without_dot_is_a_float():
+    # PyYAML (YAML 1.1) reads 1e-4 as text; float keys accept it anyway.
+    assert load_config(CONFIGS / "tiny.yaml", ["optim.lr=1e-4"]).optim.lr == 1e-4
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(CONFIGS / "tiny.yaml", ["optim.lr=fast"])
