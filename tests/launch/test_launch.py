@@ -14,12 +14,9 @@ import pytest
 from conftest import REPO, job_state, wait_until
 from tensorboard_events import read_events, scalar_steps
 
+from mmdist.launch.__main__ import main as launch_main
+
 SMALL = ["trainer.threads=1", "trainer.progress=false", "engine.device=cpu"]
-
-
-def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmdist.launch", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -27,19 +24,25 @@ def summary_of(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def test_bad_arguments_are_refused_before_submitting(tmp_path):
-    done = launch("--nodes", "2", "--config", "configs/tiny.yaml", f"output_dir={tmp_path}")
-    assert done.returncode == 2 and "engine.strategy=ddp" in done.stderr
-    done = launch("--config", "configs/tiny.yaml", "trainer.max_stepz=3")
-    assert done.returncode == 2 and "trainer.max_stepz: unknown key" in done.stderr
+def test_bad_arguments_are_refused_before_submitting(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert launch_main(["--nodes", "2", "--config", "configs/tiny.yaml", f"output_dir={tmp_path}"]) == 2
+    assert "2 ranks need engine.strategy=ddp" in capsys.readouterr().err
+    assert launch_main(["--config", "configs/tiny.yaml", "trainer.max_stepz=3"]) == 2
+    assert "trainer.max_stepz: unknown key" in capsys.readouterr().err
+    assert launch_main(["--nodes", "0", "--config", "configs/tiny.yaml"]) == 2
+    assert "nodes: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "submitit").exists()
 
 
 @pytest.mark.slow
-def test_local_runs_the_same_job_without_slurm(tmp_path):
-    done = launch("--local", "--config", "configs/tiny.yaml", f"output_dir={tmp_path / 'run'}", *SMALL)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"TensorBoard: tensorboard --logdir {tmp_path / 'run' / 'tb'}" in done.stdout
+def test_local_runs_the_same_job_without_slurm(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code = launch_main(["--local", "--config", "configs/tiny.yaml", f"output_dir={tmp_path / 'run'}",
+                        *SMALL])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert f"TensorBoard: tensorboard --logdir {tmp_path / 'run' / 'tb'}" in out
     summary = summary_of(tmp_path / "run")
     assert summary["status"] == "completed" and summary["steps"] == 8
 

@@ -43,19 +43,33 @@ def test_train_sh_without_arguments_prints_usage():
 
 
 @pytest.mark.slurm
-def test_sbatch_train_sh_completes_with_tensorboard(slurm, tmp_path):
-    run_dir = tmp_path / "run"
-    job = sbatch(tmp_path, f"output_dir={run_dir}")
-    wait_until(lambda: not job_state(job), 240, f"job {job} to finish")
-    log = (tmp_path / f"slurm-{job}.out").read_text()
-    summary = summary_of(run_dir)
+@pytest.mark.slow
+def test_sbatch_runs_complete_and_usr2_requeues_and_resumes(slurm, tmp_path):
+    """Two sbatch jobs side by side (one CPU each): a plain tiny run that completes with its
+    TensorBoard events, and a longer run that gets USR2 after its first checkpoint, stops, is
+    requeued by the script and resumes to the same step count as an uninterrupted run."""
+    plain_dir, preempted_dir, steps = tmp_path / "plain", tmp_path / "preempted", 40
+    plain = sbatch(tmp_path, f"output_dir={plain_dir}")
+    preempted = sbatch(tmp_path, f"output_dir={preempted_dir}", f"trainer.max_steps={steps}",
+                       "trainer.checkpoint_every=4", "trainer.keep_checkpoints=50",
+                       "trainer.image_log_every=0")
+    wait_until((preempted_dir / "checkpoints" / "step_00000004.pt").is_file, 240,
+               "the first checkpoint")
+    assert job_state(preempted) == "RUNNING"
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True, timeout=30)
+    wait_until(lambda: not job_state(plain) and not job_state(preempted)
+               and summary_of(preempted_dir).get("status") == "completed", 300,
+               "both jobs to finish")
+
+    # The plain run: summary.json and TensorBoard scalars, images and hparams read back.
+    log = (tmp_path / f"slurm-{plain}.out").read_text()
+    summary = summary_of(plain_dir)
     assert summary.get("status") == "completed", log
     assert summary["steps"] == 8 and summary["start_step"] == 0
-    assert f"train.sh: job {job} restart 0" in log
-
-    events = read_events(run_dir / "tb")
+    assert f"train.sh: job {plain} restart 0" in log and "requeueing" not in log
+    events = read_events(plain_dir / "tb")
     tags = events.Tags()
-    for tag in ("train/total", "train/dice", "train/ce", "perf/lr", "perf/images_per_s", "val/val_dice"):
+    for tag in ("train/total", "train/dice", "train/ce", "perf/lr", "perf/images_per_s", "val/dice"):
         assert tag in tags["scalars"], tag
     assert scalar_steps(events, "train/total") == [2, 4, 6, 8]
     assert {"images/seg_input", "images/seg_predicted", "images/saliency"} <= set(tags["images"])
@@ -63,30 +77,14 @@ def test_sbatch_train_sh_completes_with_tensorboard(slurm, tmp_path):
     assert hparams["variant"] == "multimix" and hparams["max_steps"] == 8
     assert "hparam/val_dice" in tags["scalars"]
 
-
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_usr2_checkpoints_requeues_and_resumes(slurm, tmp_path):
-    run_dir = tmp_path / "run"
-    steps = 40
-    job = sbatch(tmp_path, f"output_dir={run_dir}", f"trainer.max_steps={steps}",
-                 "trainer.checkpoint_every=4", "trainer.keep_checkpoints=50", "trainer.image_log_every=0")
-    first = run_dir / "checkpoints" / "step_00000004.pt"
-    wait_until(first.is_file, 240, "the first checkpoint")
-    assert job_state(job) == "RUNNING"
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
-    wait_until(lambda: summary_of(run_dir).get("status") == "completed", 300,
-               "the requeued run to complete")
-    wait_until(lambda: not job_state(job), 60, f"job {job} to leave the queue")
-    log = (tmp_path / f"slurm-{job}.out").read_text()
-    summary = summary_of(run_dir)
-    # Requeued once (the same job id, restart count 1) and resumed from the step it stopped at.
-    assert f"requeueing job {job}" in log
-    assert f"train.sh: job {job} restart 1" in log, log
+    # The preempted run: requeued once (same job id, restart count 1), resumed where it stopped.
+    log = (tmp_path / f"slurm-{preempted}.out").read_text()
+    summary = summary_of(preempted_dir)
+    assert f"requeueing job {preempted}" in log
+    assert f"train.sh: job {preempted} restart 1" in log, log
     assert 4 <= summary["start_step"] < steps, log
     assert summary["steps"] == steps
-    saved = sorted(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt"))
+    saved = sorted(int(p.stem.split("_")[1]) for p in (preempted_dir / "checkpoints").glob("step_*.pt"))
     assert summary["start_step"] in saved and saved[-1] == steps
     # The two attempts together logged every step once, like one uninterrupted run.
-    events = read_events(run_dir / "tb")
-    assert scalar_steps(events, "train/total") == list(range(2, steps + 1, 2))
+    assert scalar_steps(read_events(preempted_dir / "tb"), "train/total") == list(range(2, steps + 1, 2))

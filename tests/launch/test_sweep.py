@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from tensorboard_events import hparams_of, read_events
 
 from mmdist.config import ConfigError
 from mmdist.launch.sweep import cell_name, load_spec
+from mmdist.sweep import main as sweep_main
 
 TINY_SPEC = REPO / "configs" / "sweeps" / "tiny.yaml"
 
@@ -64,9 +63,12 @@ def test_bad_specs_name_the_file_and_key(tmp_path, text, message):
     assert str(path) in str(error.value) and message in str(error.value)
 
 
-def run_sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmdist.sweep", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+def run_sweep(capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m mmdist.sweep ARGS`` in this process (the jobs themselves run on the cluster)."""
+    capsys.readouterr()
+    code = sweep_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def summaries(sweep_dir: Path) -> dict[str, dict]:
@@ -75,11 +77,13 @@ def summaries(sweep_dir: Path) -> dict[str, dict]:
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path):
+def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
     sweep_dir = tmp_path / "sweep"
-    done = run_sweep(str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait", "--wait-timeout", "480")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 cells {'missing': 4}; submitted 4" in done.stdout
+    code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait",
+                               "--wait-timeout", "480")
+    assert code == 0, out + err
+    assert "4 cells {'missing': 4}; submitted 4" in out
 
     # One job array of four tasks, at most two at once.
     state = json.loads((sweep_dir / "sweep.json").read_text())
@@ -100,8 +104,8 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path):
         ("multimix", 0.0), ("multimix", 1.0), ("umtl", 0.0), ("umtl", 1.0)}
 
     # The table: mean ± std over the two seeds of each model.
-    done = run_sweep("--collect", str(sweep_dir))
-    assert done.returncode == 0, done.stderr
+    code, out, err = run_sweep(capsys, "--collect", str(sweep_dir))
+    assert code == 0, err
     rows = list(csv.DictReader((sweep_dir / "table.csv").open()))
     dice = {row["variant"]: row for row in rows if row["metric"] == "dice"}
     assert sorted(dice) == ["multimix", "umtl"]
@@ -114,16 +118,17 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path):
     assert "| multimix | 20 | 6 | 2 |" in markdown and "4 of 4 runs completed" in markdown
 
     # Same spec again: nothing to do.
-    done = run_sweep(str(TINY_SPEC), "--output-dir", str(sweep_dir))
-    assert done.returncode == 0, done.stderr
-    assert "4 cells {'completed': 4}; submitted 0" in done.stdout
+    code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir))
+    assert code == 0, err
+    assert "4 cells {'completed': 4}; submitted 0" in out
     assert json.loads((sweep_dir / "sweep.json").read_text())["cells"] == state["cells"]
 
     # A cell whose run is lost (no completed summary) is resubmitted alone and resumes from its
     # last checkpoint instead of training again.
     (sweep_dir / "umtl_seed1" / "summary.json").unlink()
-    done = run_sweep(str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait", "--wait-timeout", "300")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "'completed': 3, 'failed': 1}; submitted 1" in done.stdout
+    code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait",
+                               "--wait-timeout", "300")
+    assert code == 0, out + err
+    assert "'completed': 3, 'failed': 1}; submitted 1" in out
     again = json.loads((sweep_dir / "umtl_seed1" / "summary.json").read_text())
     assert again["status"] == "completed" and again["start_step"] == 8 and again["steps"] == 8
