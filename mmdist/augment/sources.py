@@ -41,12 +41,16 @@ class TorchStepSource:
     def batch(self, step: int) -> StepBatch:
         out = StepBatch()
         generator = torch.Generator()
+        read: dict[int, torch.Tensor] = {}  # views of one sampler share a single read
         for name in self.streams:
             generator.manual_seed(step_seed(self.seed, self.rank, step, VIEW_IDS[name]))
             sampler = self.samplers[name]
             indices = sampler.indices(step)
             task = self.task_data.segmentation if name.startswith("seg") else self.task_data.classification
-            images = gather_rows(task.imageset.images, indices, self.size, nearest=False)
+            if STREAM_IDS[name] not in read:
+                read[STREAM_IDS[name]] = gather_rows(task.imageset.images, indices, self.size,
+                                                     nearest=False)
+            images = read[STREAM_IDS[name]]
             if name == SEG_LABELED:
                 masks = gather_rows(task.imageset.masks, indices, self.size, nearest=True)
                 images, masks = self.augmenter.weak(images, masks, generator)
