@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+PREFIX = "mmdist-slurm-"
+"""Base folders made by SlurmCluster start with this (in the system's temp folder)."""
 MARKER = "MMDIST_TEST_SLURM_BASE"
 """Environment variable set on every daemon we start: its value is the cluster's base folder."""
 NODES = ("n1", "n2")
@@ -72,8 +74,9 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _marked_processes() -> dict[int, str]:
-    """pid -> base folder of every live process started by some SlurmCluster (marker in environ)."""
+def _cluster_processes() -> dict[int, str]:
+    """pid -> base folder of every live process of some SlurmCluster: the daemons (marker
+    variable) and the job steps they ran (SLURM_CONF inside a base folder named like ours)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -82,11 +85,16 @@ def _marked_processes() -> dict[int, str]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
+        base = None
         for item in environ:
-            if item.startswith(MARKER.encode() + b"="):
-                if _pid_alive(int(entry.name)):
-                    found[int(entry.name)] = item.split(b"=", 1)[1].decode()
+            name, _, value = item.decode(errors="replace").partition("=")
+            if name == MARKER:
+                base = value
                 break
+            if name == "SLURM_CONF" and Path(value).parent.parent.name.startswith(PREFIX):
+                base = str(Path(value).parent.parent)
+        if base is not None and int(entry.name) != os.getpid() and _pid_alive(int(entry.name)):
+            found[int(entry.name)] = base
     return found
 
 
@@ -112,20 +120,26 @@ def _kill(pids, grace_s: float = 1.0) -> None:
         time.sleep(0.1)
 
 
-def clean_orphans() -> None:
-    """Stop daemons and job steps left by a cluster whose owner died (its base folder or its
-    owner's pid is gone). Other live clusters are left alone."""
-    orphans = []
-    for pid, base in _marked_processes().items():
-        owner = Path(base) / "owner.pid"
-        try:
-            alive = _pid_alive(int(owner.read_text()))
-        except (OSError, ValueError):
-            alive = False
-        if not alive:
-            orphans.append(pid)
-    _kill(orphans)
+def _owner_alive(base: str) -> bool:
+    try:
+        return _pid_alive(int((Path(base) / "owner.pid").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def clean_orphans() -> list[str]:
+    """Stop the daemons and job processes of clusters whose owner died (a crashed test session),
+    delete their folders and /etc/hosts lines; live clusters are left alone. Returns the bases."""
+    orphans: dict[str, list[int]] = {}
+    for pid, base in _cluster_processes().items():
+        if not _owner_alive(base):
+            orphans.setdefault(base, []).append(pid)
+    _kill([pid for pids in orphans.values() for pid in pids])
+    for base in orphans:
+        if Path(base).name.startswith(PREFIX):
+            shutil.rmtree(base, ignore_errors=True)
     _remove_hosts_lines(stale_only=True)
+    return sorted(orphans)
 
 
 def _hosts_tag(base: Path) -> str:
@@ -156,7 +170,7 @@ class SlurmCluster:
     """munged + slurmctld + slurmd n1, n2 under one private folder."""
 
     def __init__(self, base: str | Path | None = None):
-        self.base = Path(base or tempfile.mkdtemp(prefix="mmdist-slurm-")).resolve()
+        self.base = Path(base or tempfile.mkdtemp(prefix=PREFIX)).resolve()
         self.conf = self.base / "etc" / "slurm.conf"
         self.munge_socket = self.base / "munge" / "munge.socket"
         self.env: dict[str, str] = {}
@@ -302,7 +316,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             shutil.rmtree(self.base, ignore_errors=True)
 
     def _own_daemons(self, only_slurm: bool = False) -> list[int]:
-        pids = [pid for pid, base in _marked_processes().items() if base == str(self.base)]
+        pids = [pid for pid, base in _cluster_processes().items() if base == str(self.base)]
         if only_slurm:
             def comm(pid):
                 try:
