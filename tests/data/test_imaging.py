@@ -98,3 +98,31 @@ def test_mask_frame_check():
     check_mask_frame((2988, 2698), (1000, 1000), "m.png", "i.png")  # resized copy: accepted
     with pytest.raises(MaskMismatch, match="m.png.*i.png"):
         check_mask_frame((4020, 4892), (4892, 4020), "m.png", "i.png")  # transposed
+
+
+def dicom_bytes(pixels: np.ndarray, photometric: str) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_dicom_twelve_bit_and_monochrome1_inversion():
+    pixels = (GRAY.astype(np.uint16) * 16)
+    plain, size = decode_gray(dicom_bytes(pixels, "MONOCHROME2"), "a.dcm")
+    assert size == (10, 12) and plain.min() == 0 and plain.max() == 255
+    inverted, _ = decode_gray(dicom_bytes(pixels, "MONOCHROME1"), "scan")  # found by its magic
+    np.testing.assert_array_equal(inverted, 255 - plain)
