@@ -47,12 +47,14 @@ def test_train_sh_without_arguments_prints_usage():
 def test_sbatch_runs_complete_and_usr2_requeues_and_resumes(slurm, tmp_path):
     """Two sbatch jobs side by side (one CPU each): a plain tiny run that completes with its
     TensorBoard events, and a longer run that gets USR2 after its first checkpoint, stops, is
-    requeued by the script and resumes to the same step count as an uninterrupted run."""
+    requeued by the script and resumes to the same step count as an uninterrupted run. The second
+    run assembles batches in a DataLoader worker, which receives the signal too (SLURM signals
+    every process of the step) and must survive it."""
     plain_dir, preempted_dir, steps = tmp_path / "plain", tmp_path / "preempted", 40
     plain = sbatch(tmp_path, f"output_dir={plain_dir}")
     preempted = sbatch(tmp_path, f"output_dir={preempted_dir}", f"trainer.max_steps={steps}",
                        "trainer.checkpoint_every=4", "trainer.keep_checkpoints=50",
-                       "trainer.image_log_every=0")
+                       "trainer.image_log_every=0", "data.workers=1")
     wait_until((preempted_dir / "checkpoints" / "step_00000004.pt").is_file, 240,
                "the first checkpoint")
     assert job_state(preempted) == "RUNNING"
