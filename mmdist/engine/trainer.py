@@ -159,6 +159,10 @@ class Trainer:
                 now = time.perf_counter()
                 rate = window_images * strategy.world_size / max(now - window_start, 1e-9)
                 window_start, window_images = now, 0
+                if strategy.world_size > 1:  # log the mean over ranks, not rank 0's shard
+                    names = list(terms)
+                    summed = strategy.all_reduce_sum(torch.stack([terms[k].float() for k in names]))
+                    terms = dict(zip(names, summed / strategy.world_size))
                 self.logger.scalars({k: v.item() for k, v in terms.items()}, step, "train/")
                 self.logger.scalars({"lr": self.scheduler.get_last_lr()[0], "images_per_s": rate,
                                      "skipped_steps": strategy.skipped_steps}, step, "perf/")
