@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,10 +29,11 @@ class TaskData:
 
 
 def default_cache_dir(source_config, image_size: int) -> Path:
-    """Where a raw dataset folder is prepared on first use: beside nothing the user owns, keyed
-    by the absolute source path, the dataset kind and the size."""
+    """Where a raw dataset folder is prepared on first use (~/.cache/mmdist), keyed by the
+    absolute source path, the dataset kind, the size and the adapter options."""
     src = str(Path(source_config.path).resolve())
-    key = hashlib.sha1(f"{source_config.kind}|{src}|{image_size}".encode()).hexdigest()[:12]
+    options = json.dumps(source_config.options, sort_keys=True, default=str)
+    key = hashlib.sha1(f"{source_config.kind}|{src}|{image_size}|{options}".encode()).hexdigest()[:12]
     return Path.home() / ".cache" / "mmdist" / f"{source_config.kind}-{key}-{image_size}"
 
 
@@ -46,7 +48,8 @@ def load_imageset(source_config, image_size: int, task: str) -> ImageSet:
     if kind == "cache":
         return cache.load_cache(source_config.path)
     out = default_cache_dir(source_config, image_size)
-    prepare.prepare_dataset(kind, source_config.path, out, size=image_size)
+    prepare.prepare_dataset(kind, source_config.path, out, size=image_size,
+                            workers=source_config.prepare_workers, **source_config.options)
     return cache.load_cache(out)
 
 
