@@ -15,14 +15,14 @@ from tensorboard_events import hparams_of, read_events, scalar_steps
 SCRIPT = REPO / "slurm" / "train.sh"
 
 
-def sbatch(tmp_path: Path, *overrides: str) -> str:
+def sbatch(tmp_path: Path, *overrides: str, flags: tuple[str, ...] = ()) -> str:
     """Submit slurm/train.sh configs/tiny.yaml from the repository root; returns the job id.
 
     The resource flags override the script's #SBATCH defaults (as a user would): the test nodes
     have 2 CPUs each, and 5 minutes is long enough that USR2@90 cannot fire on its own during the
     test (the controller may send it up to a minute early)."""
     done = subprocess.run(
-        ["sbatch", "--parsable", "--cpus-per-task=1", "--time=5",
+        ["sbatch", "--parsable", "--cpus-per-task=1", "--time=5", *flags,
          f"--output={tmp_path}/slurm-%j.out", f"--error={tmp_path}/slurm-%j.out",
          str(SCRIPT), "configs/tiny.yaml", *overrides,
          "trainer.threads=1", "trainer.progress=false", "engine.device=cpu"],
@@ -45,13 +45,17 @@ def test_train_sh_without_arguments_prints_usage():
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_sbatch_runs_complete_and_usr2_requeues_and_resumes(slurm, tmp_path):
-    """Two sbatch jobs side by side (one CPU each): a plain tiny run that completes with its
-    TensorBoard events, and a longer run that gets USR2 after its first checkpoint, stops, is
+    """Three sbatch jobs side by side: a plain tiny run that completes with its TensorBoard
+    events, the same as 2-rank DDP over both nodes, and a longer run that gets USR2 after its
+    first checkpoint, stops, is
     requeued by the script and resumes to the same step count as an uninterrupted run. The second
     run assembles batches in a DataLoader worker, which receives the signal too (SLURM signals
     every process of the step) and must survive it."""
     plain_dir, preempted_dir, steps = tmp_path / "plain", tmp_path / "preempted", 40
     plain = sbatch(tmp_path, f"output_dir={plain_dir}")
+    ddp_dir = tmp_path / "ddp"
+    ddp = sbatch(tmp_path, f"output_dir={ddp_dir}", "engine.strategy=ddp",
+                 flags=("--nodes=2", "--ntasks-per-node=1"))
     preempted = sbatch(tmp_path, f"output_dir={preempted_dir}", f"trainer.max_steps={steps}",
                        "trainer.checkpoint_every=4", "trainer.keep_checkpoints=50",
                        "trainer.image_log_every=0", "data.workers=1")
@@ -59,9 +63,9 @@ def test_sbatch_runs_complete_and_usr2_requeues_and_resumes(slurm, tmp_path):
                "the first checkpoint")
     assert job_state(preempted) == "RUNNING"
     subprocess.run(["scancel", "--signal=USR2", preempted], check=True, timeout=30)
-    wait_until(lambda: not job_state(plain) and not job_state(preempted)
+    wait_until(lambda: not any(map(job_state, (plain, ddp, preempted)))
                and summary_of(preempted_dir).get("status") == "completed", 300,
-               "both jobs to finish")
+               "the three jobs to finish")
 
     # The plain run: summary.json and TensorBoard scalars, images and hparams read back.
     log = (tmp_path / f"slurm-{plain}.out").read_text()
@@ -78,6 +82,13 @@ def test_sbatch_runs_complete_and_usr2_requeues_and_resumes(slurm, tmp_path):
     hparams = hparams_of(events)
     assert hparams["variant"] == "multimix" and hparams["max_steps"] == 8
     assert "hparam/val_dice" in tags["scalars"]
+
+    # The DDP run: one rank per node, started by srun from the same script.
+    log = (tmp_path / f"slurm-{ddp}.out").read_text()
+    summary = summary_of(ddp_dir)
+    assert summary.get("status") == "completed", log
+    assert summary["ranks"] == 2 and summary["steps"] == 8
+    assert f"train.sh: job {ddp} restart 0 on n[1-2] (2 tasks)" in log
 
     # The preempted run: requeued once (same job id, restart count 1), resumed where it stopped.
     log = (tmp_path / f"slurm-{preempted}.out").read_text()
