@@ -70,3 +70,42 @@ def test_killed_rank_fails_fast_and_the_run_resumes(tmp_path):
                         "trainer.checkpoint_every=2", "trainer.resume=true")
     summary = check_completed_run(done, run_dir, steps=last + 2)
     assert summary["start_step"] == last
+
+
+def _hang_worker(rank: int, port: int, out_dir: str) -> None:
+    import torch
+
+    from mmdist.config import EngineConfig
+    from mmdist.engine.ddp import CollectiveError, DDPStrategy
+    from mmdist.engine.distributed import RankInfo
+
+    torch.set_num_threads(1)
+    strategy = DDPStrategy(EngineConfig(strategy="ddp", device="cpu", collective_timeout_s=3),
+                           info=RankInfo(rank, 2, rank, "127.0.0.1", port, "test"))
+    strategy.all_reduce_sum(torch.ones(1))
+    if rank == 1:
+        time.sleep(12)  # hangs: alive, but never reaches the next collective
+        os._exit(0)
+    tick = time.monotonic()
+    try:
+        strategy.all_reduce_sum(torch.ones(1))
+        message = "no error"
+    except CollectiveError as exc:
+        message = str(exc)
+    Path(out_dir, "rank0.json").write_text(json.dumps({"message": message,
+                                                       "seconds": time.monotonic() - tick}))
+    os._exit(0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_hung_rank_times_out_and_is_named(tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_hang_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    got = json.loads((tmp_path / "rank0.json").read_text())
+    assert "rank 0 of 2" in got["message"] and "rank(s) 1 stopped answering" in got["message"], got
+    assert 3 <= got["seconds"] < 3 + 5 + 5, got  # the timeout, the check-in wait, slack
