@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         state = read_state(spec.output_dir)
         for cell in spec.cells:
-            print(f"{cell_status(cell, state):9s} {cell.run_dir}")
+            print(f"{cell_status(cell, state, spec.evaluate):9s} {cell.run_dir}")
         return 0
     jobs, statuses = submit_sweep(spec, local=args.local)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mmdist.config import ConfigError, load_config
-from mmdist.launch.submit import SlurmOptions, TrainJob, build_executor, follow
+from mmdist.launch.submit import EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor, follow
 
 
 def parse_args(argv):
@@ -37,6 +37,8 @@ def parse_args(argv):
     parser.add_argument("--job-name", default="mmdist")
     parser.add_argument("--max-requeues", type=int, default=20,
                         help="time-limit requeues before giving up")
+    parser.add_argument("--evaluate", choices=EVALUATE_CHOICES, default="none",
+                        help="after training: test-set metrics (eval/metrics.json), also plots")
     parser.add_argument("--wait", action="store_true", help="follow the job and exit with its status")
     parser.add_argument("--wait-timeout", type=float, default=None, help="seconds; default: no limit")
     parser.add_argument("--local", action="store_true", help="run here, without SLURM")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     config.output_dir = str(Path(config.output_dir).resolve())
     run_dir = Path(config.output_dir)
     executor = build_executor(run_dir / "submitit", options, local=args.local)
-    job = executor.submit(TrainJob(config.to_dict()))
+    job = executor.submit(TrainJob(config.to_dict(), evaluate=args.evaluate))
     task0 = job.task(0) if job.num_tasks > 1 else job
     print(f"job:         {job.job_id} ({ranks} rank{'s' if ranks > 1 else ''} on "
           f"{options.nodes} node{'s' if options.nodes > 1 else ''})")

@@ -26,6 +26,9 @@ from submitit.local.local import LocalJob
 
 PREEMPT_SIGNAL = signal.SIGUSR2
 """submitit's default preemption signal (USR1 collides with NCCL)."""
+EVALUATE_CHOICES = ("none", "metrics", "plots")
+"""After training: nothing, RUN_DIR/eval/metrics.json (mmdist.evaluation.evaluate), or the
+metrics and the figures."""
 
 
 def restart_count() -> int:
@@ -36,13 +39,17 @@ class TrainJob(Checkpointable):
     """One training run as a submitit callable: ``TrainJob(config_tree)()`` -> summary dict.
 
     config_tree: ``Config.to_dict()`` of the resolved run config (output_dir absolute).
+    evaluate: one of EVALUATE_CHOICES; a completed run is then evaluated on its test sets.
     Returns the trainer's summary (status 'completed'); a preempted run does not return on
     rank 0 under submitit (it is requeued) and returns status 'preempted' elsewhere.
     """
 
-    def __init__(self, config_tree: dict, resume: bool = False):
+    def __init__(self, config_tree: dict, resume: bool = False, evaluate: str = "none"):
+        if evaluate not in EVALUATE_CHOICES:
+            raise ValueError(f"evaluate: {evaluate!r} is not one of {list(EVALUATE_CHOICES)}")
         self.config_tree = config_tree
         self.resume = resume
+        self.evaluate = evaluate
 
     @property
     def output_dir(self) -> Path:
@@ -70,6 +77,11 @@ class TrainJob(Checkpointable):
         trainer.install_signal_handlers()
         summary = trainer.fit()
         rank = trainer.strategy.rank
+        if summary["status"] == "completed" and self.evaluate != "none":
+            # Every rank, while the process group is up: evaluation shards the test sets.
+            from mmdist.evaluation.evaluate import evaluate_run
+
+            evaluate_run(config.output_dir, plots_on=self.evaluate == "plots")
         trainer.strategy.close()
         if summary["status"] == "preempted" and in_submitit and callable(requeue_handler):
             signal.signal(PREEMPT_SIGNAL, requeue_handler)
@@ -87,7 +99,7 @@ class TrainJob(Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Called by submitit on rank 0 after the trainer checkpointed: resubmit with resume."""
-        return DelayedSubmission(TrainJob(self.config_tree, resume=True))
+        return DelayedSubmission(TrainJob(self.config_tree, resume=True, evaluate=self.evaluate))
 
 
 def _export_local_rendezvous() -> None:

@@ -12,11 +12,13 @@ A spec is a YAML file::
     slurm:                            # mmdist.launch.submit.SlurmOptions fields
       array_parallelism: 2
       time_min: 30
+    evaluate: metrics                 # after training: none | metrics | plots
 
-Each cell runs in SWEEP_DIR/<cell name> (its own config.yaml, checkpoints, summary.json and
-TensorBoard run with hparams), so ``tensorboard --logdir SWEEP_DIR`` shows one run per cell.
+Each cell runs in SWEEP_DIR/<cell name> (its own config.yaml, checkpoints, summary.json,
+eval/metrics.json when the spec evaluates, and TensorBoard run with hparams), so ``tensorboard --logdir SWEEP_DIR`` shows one run per cell.
 SWEEP_DIR/sweep.json records which job array task ran which cell. Submitting the same spec again
-skips cells that finished (summary.json says 'completed') and cells still queued or running, and
+skips cells that finished (summary.json says 'completed' and, when the spec evaluates,
+eval/metrics.json exists) and cells still queued or running, and
 resubmits the others (failed or never run) with ``trainer.resume=true``, so a cell that died after
 a checkpoint continues from it.
 """
@@ -33,9 +35,10 @@ from typing import Any
 import yaml
 
 from mmdist.config import ConfigError, apply_overrides, from_dict, read_yaml_tree
-from mmdist.launch.submit import SlurmOptions, TrainJob, build_executor, job_in_queue
+from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor,
+                                  job_in_queue)
 
-SPEC_KEYS = ("config", "output_dir", "grid", "overrides", "slurm", "name")
+SPEC_KEYS = ("config", "output_dir", "grid", "overrides", "slurm", "name", "evaluate")
 SHORT_NAMES = {"model.variant": "", "data.budget.classification_labeled": "c",
                "data.budget.segmentation_labeled": "s", "seed": "seed"}
 """How a grid key shows in a cell's folder name (anything else: its last component + '-')."""
@@ -62,6 +65,7 @@ class SweepSpec:
     output_dir: Path
     cells: list[Cell]
     slurm: SlurmOptions
+    evaluate: str = "none"
 
 
 def _fail(path: Path, key: str, message: str) -> ConfigError:
@@ -122,6 +126,9 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
     except (TypeError, ValueError) as exc:
         raise _fail(path, "slurm", str(exc)) from None
 
+    evaluate = spec.get("evaluate", "none")
+    if evaluate not in EVALUATE_CHOICES:
+        raise _fail(path, "evaluate", f"{evaluate!r} is not one of {list(EVALUATE_CHOICES)}")
     name = str(spec.get("name") or path.stem)
     sweep_dir = Path(output_dir or spec.get("output_dir") or Path("runs/sweeps") / name).resolve()
     base_tree = read_yaml_tree(path.parent / spec["config"])
@@ -142,16 +149,17 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
         except ConfigError as exc:
             raise ConfigError(f"{path}: cell {name_}: {exc}") from None
         cells.append(Cell(name_, values, config.to_dict()))
-    return SweepSpec(path, name, sweep_dir, cells, slurm)
+    return SweepSpec(path, name, sweep_dir, cells, slurm, evaluate)
 
 
 # ---- state of the cells ---------------------------------------------------------------------
 
-def cell_status(cell: Cell, state: dict) -> str:
+def cell_status(cell: Cell, state: dict, evaluate: str = "none") -> str:
     """'completed', 'queued' (its job is pending or running), 'failed' (its job is gone without
-    a completed run) or 'missing' (never submitted)."""
+    a completed run, or without the evaluation the spec asks for) or 'missing' (never submitted)."""
     summary = cell.run_dir / "summary.json"
-    if summary.is_file():
+    evaluated = evaluate == "none" or (cell.run_dir / "eval" / "metrics.json").is_file()
+    if summary.is_file() and evaluated:
         try:
             if json.loads(summary.read_text()).get("status") == "completed":
                 return "completed"
@@ -189,14 +197,15 @@ def submit_sweep(spec: SweepSpec, local: bool = False) -> tuple[list, dict[str, 
     """
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(spec.output_dir)
-    statuses = {cell.name: cell_status(cell, state) for cell in spec.cells}
+    statuses = {cell.name: cell_status(cell, state, spec.evaluate) for cell in spec.cells}
     todo = [cell for cell in spec.cells if statuses[cell.name] in ("missing", "failed")]
     jobs = []
     if todo:
         executor = build_executor(spec.output_dir / "submitit", spec.slurm, local=local)
         with executor.batch():
             for cell in todo:
-                jobs.append(executor.submit(TrainJob(cell.config_tree, resume=True)))
+                jobs.append(executor.submit(TrainJob(cell.config_tree, resume=True,
+                                                     evaluate=spec.evaluate)))
         for cell, job in zip(todo, jobs):
             state["cells"][cell.name] = {"job_id": job.job_id, "values": cell.values}
     state.update(spec=str(spec.path.resolve()), name=spec.name)

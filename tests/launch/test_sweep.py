@@ -37,6 +37,7 @@ def test_paper_grid_has_405_cells_with_distinct_folders(tmp_path):
                                                   "segmentation_labeled": 50}
     assert cell.config_tree["seed"] == 3 and cell.run_dir == tmp_path / cell.name
     assert spec.slurm.gpus_per_node == 1 and spec.slurm.array_parallelism == 32
+    assert spec.evaluate == "plots"
 
 
 def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
@@ -55,6 +56,7 @@ def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
     ("grid: {model.variant: [multimix, nope]}\n", "cell nope: model.variant: unknown variant"),
     ("grid: {seed: [0]}\nslurm: {array_paralelism: 2}\n", "slurm.array_paralelism: unknown key"),
     ("grid: {seed: [0]}\nslurm: {nodes: 0}\n", "nodes: must be >= 1"),
+    ("grid: {seed: [0]}\nevaluate: yes\n", "evaluate: True is not one of"),
 ])
 def test_bad_specs_name_the_file_and_key(tmp_path, text, message):
     path = write_spec(tmp_path, text)
@@ -103,17 +105,23 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
     assert {(h["variant"], h["seed"]) for h in hparams.values()} == {
         ("multimix", 0.0), ("multimix", 1.0), ("umtl", 0.0), ("umtl", 1.0)}
 
-    # The table: mean ± std over the two seeds of each model.
+    # Each cell was evaluated on its test sets after training (the spec says evaluate: metrics),
+    # and the table holds mean ± std over the two seeds of each model.
+    metrics = {name: json.loads((sweep_dir / name / "eval" / "metrics.json").read_text())
+               for name in results}
     code, out, err = run_sweep(capsys, "--collect", str(sweep_dir))
     assert code == 0, err
     rows = list(csv.DictReader((sweep_dir / "table.csv").open()))
-    dice = {row["variant"]: row for row in rows if row["metric"] == "dice"}
-    assert sorted(dice) == ["multimix", "umtl"]
-    for variant, row in dice.items():
-        values = [results[f"{variant}_seed{s}"]["val_dice"] for s in (0, 1)]
-        assert int(row["n"]) == 2
-        assert float(row["mean"]) == pytest.approx(statistics.mean(values))
-        assert float(row["std"]) == pytest.approx(statistics.stdev(values))
+    for test_set, metric in (("segmentation", "dice"), ("classification", "acc")):
+        cells = {row["variant"]: row for row in rows
+                 if row["metric"] == metric and row["test_set"] == test_set}
+        assert sorted(cells) == ["multimix", "umtl"]
+        for variant, row in cells.items():
+            values = [metrics[f"{variant}_seed{s}"]["test_sets"][test_set]["metrics"][metric]
+                      for s in (0, 1)]
+            assert int(row["n"]) == 2
+            assert float(row["mean"]) == pytest.approx(statistics.mean(values))
+            assert float(row["std"]) == pytest.approx(statistics.stdev(values))
     markdown = (sweep_dir / "table.md").read_text()
     assert "| multimix | 20 | 6 | 2 |" in markdown and "4 of 4 runs completed" in markdown
 
@@ -132,3 +140,4 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
     assert "'completed': 3, 'failed': 1}; submitted 1" in out
     again = json.loads((sweep_dir / "umtl_seed1" / "summary.json").read_text())
     assert again["status"] == "completed" and again["start_step"] == 8 and again["steps"] == 8
+    assert (sweep_dir / "umtl_seed1" / "eval" / "metrics.json").is_file()
