@@ -33,6 +33,8 @@ def add_arguments(parser) -> None:
                         help="time the authors' step structure instead (multimix only): a separate "
                              "eval-mode encoder pass with a full backward for the saliency, then "
                              "encoder and decoder on all five streams")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="keep NCHW activations (engine.channels_last=false)")
     parser.add_argument("--compare", action="store_true",
                         help="time none / detached / differentiable and the reference step "
                              "interleaved in one run and print their ratios")
@@ -79,20 +81,26 @@ def reference_style_loss(model, batch: StepBatch, losses: LossConfig):
     return total, {}
 
 
-def _arm(variant: str, saliency: str, width: float, reference: bool, size: int, batch: int):
+def _arm(variant: str, saliency: str, width: float, reference: bool, size: int, batch: int,
+         channels_last: bool):
     """One thing to time: a model, its optimizer, a fixed random batch and its loss function."""
     torch.manual_seed(0)
     model_config = ModelConfig(variant=variant, saliency=saliency, width=width)
     spec = VARIANTS[variant]
     model = build_model(model_config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     data = random_batch(spec.streams, batch, size, torch.Generator().manual_seed(0))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        data = data.to("cpu", channels_last=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     losses = LossConfig()
     if reference:
         loss_fn = lambda step: reference_style_loss(model, data, losses)  # noqa: E731
     else:
         loss_fn = lambda step: training_losses(model, data, spec, losses, step)  # noqa: E731
     name = "reference" if reference else model_config.resolved_saliency
+    if not reference and not channels_last:
+        name += "_contiguous"
     return {"name": name, "model": model, "optimizer": optimizer, "loss": loss_fn,
             "images": data.image_count, "times": []}
 
@@ -111,16 +119,19 @@ def run(args) -> dict:
     if args.compare:
         if args.variant != "multimix":
             raise SystemExit("--compare times multimix's saliency modes against the reference step")
-        arms = [_arm("multimix", mode, args.width, False, args.size, args.batch)
+        arms = [_arm("multimix", mode, args.width, False, args.size, args.batch, args.channels_last)
                 for mode in ("none", "detached", "differentiable")]
-        arms.append(_arm("multimix", "detached", args.width, True, args.size, args.batch))
+        if args.channels_last:  # the same step without NHWC, to show what the memory order buys
+            arms.append(_arm("multimix", "detached", args.width, False, args.size, args.batch, False))
+        # The reference structure keeps the authors' default (contiguous NCHW) memory order.
+        arms.append(_arm("multimix", "detached", args.width, True, args.size, args.batch, False))
     else:
         if args.reference_step and (args.variant != "multimix" or
                                     args.saliency not in ("auto", "detached")):
             raise SystemExit("--reference-step times the authors' MultiMix step: variant multimix, "
                              "saliency detached")
         arms = [_arm(args.variant, args.saliency, args.width, args.reference_step, args.size,
-                     args.batch)]
+                     args.batch, args.channels_last and not args.reference_step)]
     # Interleave the arms step by step so that they share whatever else the machine is doing.
     for step in range(args.warmup + args.steps):
         for arm in arms:
@@ -143,6 +154,9 @@ def run(args) -> dict:
     base = results["reference"]["img_per_s"]
     ratios = {f"{name}_vs_reference": r["img_per_s"] / base for name, r in results.items()
               if name != "reference"}
+    if "detached_contiguous" in results:
+        ratios["detached_vs_detached_contiguous"] = (results["detached"]["img_per_s"]
+                                                     / results["detached_contiguous"]["img_per_s"])
     ratios["detached_vs_none"] = results["detached"]["img_per_s"] / results["none"]["img_per_s"]
     ratios["differentiable_vs_none"] = (results["differentiable"]["img_per_s"]
                                         / results["none"]["img_per_s"])

@@ -57,9 +57,16 @@ class StepBatch:
     cls_unlabeled_strong: Optional[torch.Tensor] = None
     cls_unlabeled_weak2: Optional[torch.Tensor] = None
 
-    def to(self, device, non_blocking: bool = False) -> "StepBatch":
-        return StepBatch(**{f.name: (v.to(device, non_blocking=non_blocking) if v is not None else None)
-                            for f in fields(self) for v in [getattr(self, f.name)]})
+    def to(self, device, non_blocking: bool = False, channels_last: bool = False) -> "StepBatch":
+        """Move every tensor to ``device``; images and masks optionally to NHWC memory order."""
+        def move(value):
+            if value is None:
+                return None
+            if channels_last and value.dim() == 4:
+                return value.to(device, non_blocking=non_blocking,
+                                memory_format=torch.channels_last)
+            return value.to(device, non_blocking=non_blocking)
+        return StepBatch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
     @property
     def image_count(self) -> int:

@@ -92,6 +92,8 @@ class Trainer:
                                         strategy.world_size)
         self.steps_per_epoch = config.trainer.steps_per_epoch or self.source.steps_per_epoch()
         model = build_model(config.model)
+        if config.engine.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.params = sum(p.numel() for p in model.parameters())
         ranks = strategy.world_size
         scale = {"none": 1.0, "linear": float(ranks), "sqrt": math.sqrt(ranks)}[config.optim.scale_lr]
@@ -142,7 +144,8 @@ class Trainer:
         batches = iterate_steps(self.source, start, tc.max_steps, config.data.workers)
         for batch in batches:
             tick = time.perf_counter()
-            batch = batch.to(strategy.device, non_blocking=True)
+            batch = batch.to(strategy.device, non_blocking=True,
+                             channels_last=config.engine.channels_last)
             with autocast(strategy.device, strategy.precision):
                 loss, terms = training_losses(self.model, batch, self.spec, config.losses, step)
             if not torch.isfinite(loss):
