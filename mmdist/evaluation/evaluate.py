@@ -32,6 +32,7 @@ import torch.distributed as dist
 from mmdist.config import Config, from_dict, load_config
 from mmdist.data.imageset import NO_LABEL, ImageSet
 from mmdist.data.sources import build_task_data, load_imageset
+from mmdist.data.splits import mask_flags
 from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.data.synthetic import synthetic_imageset
 from mmdist.engine.checkpoint import find_latest_checkpoint, load_checkpoint
@@ -95,7 +96,10 @@ def build_test_sets(config: Config, spec) -> list[EvalSet]:
         if entry.task == "segmentation":
             if imageset.masks is None:
                 raise ValueError(f"{where}: a segmentation test set needs masks; this source has none")
-            indices = np.arange(len(imageset))
+            # A partly masked source (meta['has_mask']) is scored on its masked images only.
+            indices = np.flatnonzero(mask_flags(imageset))
+            if not len(indices):
+                raise ValueError(f"{where}: a segmentation test set needs masks; none found")
         else:
             indices = np.flatnonzero(np.asarray(imageset.labels) != NO_LABEL)
             if not len(indices):
