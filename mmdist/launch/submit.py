@@ -70,7 +70,8 @@ class TrainJob(Checkpointable):
         # submitit's handler (present only inside a submitit job); the trainer's replaces it for
         # the run so that a signal stops the loop at a step boundary instead of mid-step.
         requeue_handler = signal.getsignal(PREEMPT_SIGNAL)
-        in_submitit = "SUBMITIT_EXECUTOR" in os.environ
+        # Only a SLURM job can be requeued; a local one just reports 'preempted'.
+        on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             _export_local_rendezvous()
         trainer = Trainer(config)
@@ -83,7 +84,7 @@ class TrainJob(Checkpointable):
 
             evaluate_run(config.output_dir, plots_on=self.evaluate == "plots")
         trainer.strategy.close()
-        if summary["status"] == "preempted" and in_submitit and callable(requeue_handler):
+        if summary["status"] == "preempted" and on_slurm and callable(requeue_handler):
             signal.signal(PREEMPT_SIGNAL, requeue_handler)
             if rank == 0:
                 # Checkpoint is on disk (the others waited for it): checkpoint() + requeue + exit.

@@ -45,9 +45,3 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 1.0):
             return value
         time.sleep(poll_s)
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
-@pytest.fixture
-def tiny_overrides():
-    """Overrides that keep a tiny run small on a 2-core machine."""
-    return ["trainer.threads=1", "trainer.progress=false", "engine.device=cpu"]
