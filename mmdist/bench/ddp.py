@@ -3,15 +3,18 @@
 Times the real training step (``training_losses`` + the strategy's backward and update) on
 random five-stream batches, with no data loading, in fresh processes on this machine:
 
-- 1 rank x T threads (the single strategy) against 2 ranks x T threads under DDP with the same
-  per-rank batch: ``scaling_efficiency`` = 2-rank throughput / (2 x 1-rank throughput);
+- 1 rank x T threads (the single strategy, on rank 0 while rank 1 waits) against 2 ranks x T
+  threads under DDP with the same per-rank batch: ``scaling_efficiency`` = 2-rank throughput /
+  (2 x 1-rank throughput);
 - the share of the DDP step spent in communication: the step with and without DDP's gradient
   all-reduce (``no_sync``) (``comm_share_exposed``), and a bare all-reduce of the gradient's
   size against the step (``comm_share_allreduce``);
 - the saliency overhead: step time with 'detached' and 'differentiable' over 'none', under DDP
   and under DeepSpeed (``--zero`` stage, default 1), and for one process.
-Times are medians over ``--steps`` timed steps after ``--warmup`` steps; a rank's step time is
-the slowest rank's. Only ratios taken in one run are comparable.
+All configurations live in one 2-rank job and take their steps in turn (one step of each per
+round), so a busy machine slows them alike. Times are medians over ``--steps`` rounds after
+``--warmup``; a step's time is the slowest rank's. Only ratios taken in one run are comparable.
+With ``--device cuda`` the two ranks need two GPUs.
 """
 
 from __future__ import annotations
@@ -116,15 +119,21 @@ class _Timed:
         return statistics.median(self.times)
 
 
-def _time_all(args, configs: dict) -> dict:
+def _time_all(args, configs: dict, rank: int, world: int) -> dict:
     """Interleave the configurations step by step, so a busy machine slows all of them alike.
+    A one-process configuration runs on rank 0 while the other ranks wait.
     Returns {name: median seconds per step (slowest rank)}."""
+    import torch.distributed as dist
+
     for index in range(args.warmup + args.steps):
-        for timed in configs.values():
-            timed.step(args, index)
-    out = {name: timed.median() for name, timed in configs.items()}
+        for timed in configs.values():  # the same names, in the same order, on every rank
+            if timed is not None:
+                timed.step(args, index)
+            if world > 1:
+                dist.barrier()
+    out = {name: timed.median() for name, timed in configs.items() if timed is not None}
     for name, timed in configs.items():
-        if timed.peak_mib:
+        if timed is not None and timed.peak_mib:
             PEAK_MIB[name] = timed.peak_mib
     return out
 
@@ -152,11 +161,10 @@ def _worker(rank: int, world: int, port: int, args, out_dir: str) -> None:
     from mmdist.engine.strategies import Strategy
 
     configs: dict = {}
-    if world == 1:
-        for mode in MODES:
-            strategy = Strategy(EngineConfig(device=args.device, precision=args.precision))
-            configs[f"single_{mode}"] = _Timed(args, strategy, mode)
-    else:
+    for mode in MODES:  # one process: rank 0 steps, the others hold a place (None) and wait
+        strategy = Strategy(EngineConfig(device=args.device, precision=args.precision))
+        configs[f"single_{mode}"] = _Timed(args, strategy, mode) if rank == 0 else None
+    if world > 1:
         from mmdist.engine.ddp import DDPStrategy
 
         info = RankInfo(rank, world, rank, "127.0.0.1", port, "bench")
@@ -175,8 +183,8 @@ def _worker(rank: int, world: int, port: int, args, out_dir: str) -> None:
             for mode in MODES:
                 configs[f"deepspeed_{mode}"] = _Timed(args, DeepSpeedStrategy(ds_engine, info=info),
                                                       mode)
-    params = next(iter(configs.values())).params
-    out = _time_all(args, configs)
+    params = configs["ddp_none" if world > 1 else "single_none"].params
+    out = _time_all(args, configs, rank, world)
     out["params"] = params
     if world > 1:
         out["allreduce"] = _allreduce_seconds(params, configs["ddp_none"].strategy.device)
@@ -187,6 +195,7 @@ def _worker(rank: int, world: int, port: int, args, out_dir: str) -> None:
 
 
 def _spawn(world: int, args, out_dir: str) -> dict:
+    """Run the timing job on ``world`` ranks; rank 0's results."""
     import torch.multiprocessing as mp
 
     from mmdist.engine.distributed import free_port
@@ -197,29 +206,27 @@ def _spawn(world: int, args, out_dir: str) -> dict:
 
 def run(args) -> dict:
     with tempfile.TemporaryDirectory() as out_dir:
-        one = _spawn(1, args, out_dir)
-        two = _spawn(2, args, out_dir)
+        times = _spawn(2, args, out_dir)  # single_* entries: one process on rank 0
     images = _batch(args, 0).image_count
     result = {
         "load_average_1min": os.getloadavg()[0],
         "image_size": args.image_size, "batch_per_stream_per_rank": args.batch_size,
         "images_per_rank_step": images, "width": args.width, "variant": args.variant,
-        "params": one["params"], "threads_per_rank": args.threads, "precision": args.precision,
+        "params": times["params"], "threads_per_rank": args.threads, "precision": args.precision,
         "device": args.device,
-        "step_s": {**one, **two},
-        "images_per_s_1rank": images / one["single_detached"],
-        "images_per_s_2ranks": 2 * images / two["ddp_detached"],
+        "step_s": dict(times),
+        "images_per_s_1rank": images / times["single_detached"],
+        "images_per_s_2ranks": 2 * images / times["ddp_detached"],
     }
     result["step_s"].pop("params", None)
     result["step_s"].pop("peak_gpu_mib", None)
-    if one["peak_gpu_mib"] or two["peak_gpu_mib"]:
-        result["peak_gpu_mib"] = {"1rank": one["peak_gpu_mib"], "2ranks": two["peak_gpu_mib"]}
+    if times["peak_gpu_mib"]:
+        result["peak_gpu_mib"] = times["peak_gpu_mib"]
     result["scaling_efficiency"] = result["images_per_s_2ranks"] / (2 * result["images_per_s_1rank"])
-    result["comm_share_exposed"] = 1 - two["ddp_detached_no_sync"] / two["ddp_detached"]
-    result["comm_share_allreduce"] = two["allreduce"] / two["ddp_detached"]
+    result["comm_share_exposed"] = 1 - times["ddp_detached_no_sync"] / times["ddp_detached"]
+    result["comm_share_allreduce"] = times["allreduce"] / times["ddp_detached"]
     for engine in ("single", "ddp") + (() if args.no_deepspeed else ("deepspeed",)):
-        source = one if engine == "single" else two
         for mode in ("detached", "differentiable"):
-            result[f"saliency_overhead_{engine}_{mode}"] = (source[f"{engine}_{mode}"]
-                                                            / source[f"{engine}_none"])
+            result[f"saliency_overhead_{engine}_{mode}"] = (times[f"{engine}_{mode}"]
+                                                            / times[f"{engine}_none"])
     return result

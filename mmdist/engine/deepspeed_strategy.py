@@ -68,6 +68,7 @@ class DeepSpeedStrategy(DDPStrategy):
                                    verbose=False)
         self.settings = deepspeed_settings(engine_config.deepspeed_config, self.precision)
         self.engine = None
+        self.saved_step: int | None = None
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         import deepspeed
@@ -114,8 +115,8 @@ class DeepSpeedStrategy(DDPStrategy):
     def save_checkpoint(self, run_dir, step: int, extra_state: dict, keep: int) -> None:
         folder = ckpt.checkpoint_dir(run_dir)
         tag = f"step_{step:08d}"
-        if self.latest_checkpoint(run_dir) == ckpt.checkpoint_path(run_dir, step):
-            return  # this step is saved already (the trainer saves again at the end)
+        if self.saved_step == step:
+            return  # saved already: the trainer's closing save follows a periodic one
         self.engine.save_checkpoint(str(folder), tag=tag,
                                     client_state={"skipped_steps": self.skipped_steps})
         self.barrier()  # every shard is on disk before the .pt that marks the step complete
@@ -128,13 +129,14 @@ class DeepSpeedStrategy(DDPStrategy):
                 if old.is_dir() and old.name not in kept:
                     shutil.rmtree(old, ignore_errors=True)
         self.barrier()
+        self.saved_step = step
 
     def latest_checkpoint(self, run_dir):
-        """The newest step_XXXXXXXX.pt whose DeepSpeed shards folder exists."""
-        for _, path in reversed(ckpt.list_checkpoints(run_dir)):
-            if path.with_suffix("").is_dir():
-                return path
-        return None
+        """The newest step_XXXXXXXX.pt with its DeepSpeed shards folder beside it (else the
+        newest .pt, which load_checkpoint refuses with a message: it is not DeepSpeed's)."""
+        found = [path for _, path in ckpt.list_checkpoints(run_dir)]
+        complete = [path for path in found if path.with_suffix("").is_dir()]
+        return (complete or found or [None])[-1]
 
     def load_checkpoint(self, path) -> dict:
         path = Path(path)
