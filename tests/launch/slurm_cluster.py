@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 PREFIX = "mmdist-slurm-"
 """Base folders made by SlurmCluster start with this (in the system's temp folder)."""
 MARKER = "MMDIST_TEST_SLURM_BASE"
@@ -34,6 +36,7 @@ NODES = ("n1", "n2")
 CPUS_PER_NODE = 2
 GPUS_PER_NODE = 2
 HOSTS_FILE = Path("/etc/hosts")
+REPO = Path(__file__).resolve().parents[2]
 REQUIRED = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "scancel",
             "sinfo")
 
@@ -325,3 +328,23 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                     return ""
             pids = [pid for pid in pids if comm(pid).startswith("slurm")]
         return pids
+
+
+# ---- waiting on jobs, always with a timeout (a job that dies unreported must fail a test) ----
+
+def job_state(job_id: str) -> str:
+    """SLURM state of a job ('' once it has left the queue; there is no accounting here)."""
+    done = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
+                          text=True, timeout=30)
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+
+
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 1.0):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import slurm_cluster
-from conftest import wait_until
+from slurm_cluster import wait_until
 
 CRASHING_SESSION = textwrap.dedent("""
     import os, subprocess, sys, time

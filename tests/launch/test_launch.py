@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, job_state, wait_until
+from slurm_cluster import REPO, job_state, wait_until
 from tensorboard_events import read_events, scalar_steps
 
 from mmdist.launch.__main__ import main as launch_main

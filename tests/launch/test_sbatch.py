@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, job_state, wait_until
+from slurm_cluster import REPO, job_state, wait_until
 from tensorboard_events import hparams_of, read_events, scalar_steps
 
 SCRIPT = REPO / "slurm" / "train.sh"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from slurm_cluster import REPO
 from tensorboard_events import hparams_of, read_events
 
 from mmdist.config import ConfigError
