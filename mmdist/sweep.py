@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs, statuses = submit_sweep(spec, local=args.local)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
     print(f"sweep {spec.name}: {len(spec.cells)} cells {counts}; submitted {len(jobs)}")
-    if jobs:
+    if jobs and args.local:
+        print(f"processes:   {' '.join(job.job_id for job in jobs)} (all at once, on this machine)")
+    elif jobs:
         print(f"job array:   {jobs[0].job_id.split('_')[0]} "
               f"(at most {spec.slurm.array_parallelism} at once)")
     print(f"sweep dir:   {spec.output_dir}")

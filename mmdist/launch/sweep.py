@@ -165,10 +165,23 @@ def cell_status(cell: Cell, state: dict, evaluate: str = "none") -> str:
                 return "completed"
         except json.JSONDecodeError:
             pass
-    job_id = state.get("cells", {}).get(cell.name, {}).get("job_id")
+    entry = state.get("cells", {}).get(cell.name, {})
+    job_id = entry.get("job_id")
     if job_id is None:
         return "missing"
+    if entry.get("local"):  # a --local cell's job id is its process id
+        return "queued" if _process_alive(int(job_id)) else "failed"
     return "queued" if job_in_queue(job_id) else "failed"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_state(sweep_dir: Path) -> dict:
@@ -207,7 +220,8 @@ def submit_sweep(spec: SweepSpec, local: bool = False) -> tuple[list, dict[str, 
                 jobs.append(executor.submit(TrainJob(cell.config_tree, resume=True,
                                                      evaluate=spec.evaluate)))
         for cell, job in zip(todo, jobs):
-            state["cells"][cell.name] = {"job_id": job.job_id, "values": cell.values}
+            state["cells"][cell.name] = {"job_id": job.job_id, "values": cell.values,
+                                         "local": local}
     state.update(spec=str(spec.path.resolve()), name=spec.name)
     write_state(spec.output_dir, state)
     return jobs, statuses
