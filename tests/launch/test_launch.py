@@ -37,14 +37,15 @@ def test_bad_arguments_are_refused_before_submitting(tmp_path, capsys, monkeypat
 
 @pytest.mark.slow
 def test_local_runs_the_same_job_without_slurm(tmp_path, capsys, monkeypatch):
+    """Two ranks (DDP over gloo) as local processes: submitit's local variables become torch's."""
     monkeypatch.chdir(REPO)
-    code = launch_main(["--local", "--config", "configs/tiny.yaml", f"output_dir={tmp_path / 'run'}",
-                        *SMALL])
+    code = launch_main(["--local", "--tasks-per-node", "2", "--config", "configs/tiny.yaml",
+                        "engine.strategy=ddp", f"output_dir={tmp_path / 'run'}", *SMALL])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert f"TensorBoard: tensorboard --logdir {tmp_path / 'run' / 'tb'}" in out
     summary = summary_of(tmp_path / "run")
-    assert summary["status"] == "completed" and summary["steps"] == 8
+    assert summary["status"] == "completed" and summary["steps"] == 8 and summary["ranks"] == 2
 
 
 @pytest.mark.slurm
