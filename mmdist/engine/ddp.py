@@ -139,8 +139,8 @@ class DDPStrategy(Strategy):
 
     def gradients(self) -> dict[str, torch.Tensor]:
         """The averaged gradients after ``backward`` (before ``optimizer_step``), by name."""
-        return {name: p.grad.detach().clone() for name, p in self.model.named_parameters()
-                if p.grad is not None}
+        return {name: p.grad.detach().clone(memory_format=torch.contiguous_format)
+                for name, p in self.model.named_parameters() if p.grad is not None}
 
     # ---- collectives ------------------------------------------------------------------------
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,11 @@ class DeepSpeedStrategy(DDPStrategy):
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         import deepspeed
 
-        self.engine, _, _, _ = deepspeed.initialize(model=model.to(self.device), optimizer=optimizer,
+        # DeepSpeed broadcasts and flattens parameters through byte views, which need a
+        # contiguous last dimension: NHWC (channels_last) weights go back to NCHW. The batches
+        # stay NHWC, and convolutions still pick the NHWC kernels from their input.
+        model = model.to(self.device, memory_format=torch.contiguous_format)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                     config=self.settings)
         # The bare torch optimizer: its param_groups are the ones DeepSpeed steps, so the
         # trainer's StepLR on it sets DeepSpeed's learning rate.

@@ -1,5 +1,6 @@
 """DDP on two gloo ranks gives the gradients of one process on the concatenated global batch,
-for every saliency mode (the saliency's autograd.grad runs inside the wrapped forward)."""
+for every saliency mode (the saliency's autograd.grad runs inside the wrapped forward), in
+float64 and in float32 with NHWC (channels_last) weights and batches."""
 
 from __future__ import annotations
 
@@ -51,10 +52,14 @@ def fresh_model(mode: str, dtype: torch.dtype, variant: str = "multimix"):
 
 def reference_gradients(mode: str, dtype: torch.dtype, world: int = 2) -> dict[str, torch.Tensor]:
     """One process, the whole global batch, plain backward."""
-    model = fresh_model(mode, dtype)
-    loss, _ = training_losses(model, global_batch(world, dtype), VARIANTS["multimix"], LOSSES, 1)
+    model, batch = fresh_model(mode, dtype), global_batch(world, dtype)
+    if dtype == torch.float32:  # the same layout as the DDP ranks
+        model = model.to(memory_format=torch.channels_last)
+        batch = batch.to("cpu", channels_last=True)
+    loss, _ = training_losses(model, batch, VARIANTS["multimix"], LOSSES, 1)
     loss.backward()
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {n: p.grad.detach().contiguous() for n, p in model.named_parameters()
+            if p.grad is not None}
 
 
 def relative_error(got: dict, want: dict) -> float:
@@ -81,9 +86,12 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, cases: list) -> 
         for mode, dtype_name in cases:
             dtype = getattr(torch, dtype_name)
             model = fresh_model(mode, dtype)
+            batch = shard(global_batch(world, dtype), rank)
+            if dtype == torch.float32:  # the trainer's default layout (engine.channels_last)
+                model = model.to(memory_format=torch.channels_last)
+                batch = batch.to("cpu", channels_last=True)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
             wrapped = strategy.setup(model, optimizer)
-            batch = shard(global_batch(world, dtype), rank)
             loss, _ = training_losses(wrapped, batch, VARIANTS["multimix"], LOSSES, 1)
             strategy.backward(loss)
             torch.save({"grads": strategy.gradients(), "find_unused": strategy.find_unused},

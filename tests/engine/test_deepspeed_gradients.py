@@ -25,9 +25,14 @@ STAGES = (0, 1, 2)
 
 
 def _one_step(strategy, mode: str, rank: int, world: int) -> dict[str, torch.Tensor]:
+    # NHWC batches as the trainer builds them (engine.channels_last). DeepSpeed needs NCHW
+    # weights: it gets NHWC ones and its strategy converts them; DDP gets NCHW ones, so both run
+    # the same kernels.
     model = fresh_model(mode, torch.float32)
+    if hasattr(strategy, "engine"):  # a DeepSpeedStrategy
+        model = model.to(memory_format=torch.channels_last)
     wrapped = strategy.setup(model, torch.optim.Adam(model.parameters(), lr=1e-3))
-    batch = shard(global_batch(world, torch.float32), rank)
+    batch = shard(global_batch(world, torch.float32), rank).to("cpu", channels_last=True)
     with autocast(strategy.device, strategy.precision):
         loss, _ = training_losses(wrapped, batch, VARIANTS["multimix"], LOSSES, 1)
     strategy.backward(loss)
