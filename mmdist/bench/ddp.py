@@ -44,6 +44,8 @@ def add_arguments(parser) -> None:
                         help="DeepSpeed ZeRO stage (configs/deepspeed/zeroN.json)")
     parser.add_argument("--no-deepspeed", action="store_true", help="skip the DeepSpeed runs")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="NCHW weights and batches (engine.channels_last=false)")
 
 
 def _batch(args, world_rank: int):
@@ -75,10 +77,13 @@ class _Timed:
 
         torch.manual_seed(0)
         model = build_model(ModelConfig(variant=args.variant, saliency=mode, width=args.width))
+        if args.channels_last:  # as the trainer builds it (engine.channels_last)
+            model = model.to(memory_format=torch.channels_last)
         self.params = sum(p.numel() for p in model.parameters())
         self.strategy, self.mode, self.sync = strategy, mode, sync
         self.wrapped = strategy.setup(model, torch.optim.Adam(model.parameters(), lr=1e-4))
-        self.batch = _batch(args, strategy.rank).to(strategy.device)
+        self.batch = _batch(args, strategy.rank).to(strategy.device,
+                                                    channels_last=args.channels_last)
         self.times: list[float] = []
         self.peak_mib = 0.0
 
@@ -106,7 +111,8 @@ class _Timed:
             strategy.backward_step(loss)
         if cuda:
             torch.cuda.synchronize()
-            self.peak_mib = max(self.peak_mib, torch.cuda.max_memory_allocated(strategy.device) / 2**20)
+            peak = torch.cuda.max_memory_allocated(strategy.device) / 2**20
+            self.peak_mib = max(self.peak_mib, peak)
         elapsed = torch.tensor([time.perf_counter() - tick], dtype=torch.float64)
         if strategy.world_size > 1:
             import torch.distributed as dist
@@ -213,7 +219,7 @@ def run(args) -> dict:
         "image_size": args.image_size, "batch_per_stream_per_rank": args.batch_size,
         "images_per_rank_step": images, "width": args.width, "variant": args.variant,
         "params": times["params"], "threads_per_rank": args.threads, "precision": args.precision,
-        "device": args.device,
+        "device": args.device, "channels_last": args.channels_last,
         "step_s": dict(times),
         "images_per_s_1rank": images / times["single_detached"],
         "images_per_s_2ranks": 2 * images / times["ddp_detached"],
@@ -222,7 +228,8 @@ def run(args) -> dict:
     result["step_s"].pop("peak_gpu_mib", None)
     if times["peak_gpu_mib"]:
         result["peak_gpu_mib"] = times["peak_gpu_mib"]
-    result["scaling_efficiency"] = result["images_per_s_2ranks"] / (2 * result["images_per_s_1rank"])
+    result["scaling_efficiency"] = (result["images_per_s_2ranks"]
+                                    / (2 * result["images_per_s_1rank"]))
     result["comm_share_exposed"] = 1 - times["ddp_detached_no_sync"] / times["ddp_detached"]
     result["comm_share_allreduce"] = times["allreduce"] / times["ddp_detached"]
     for engine in ("single", "ddp") + (() if args.no_deepspeed else ("deepspeed",)):

@@ -51,7 +51,8 @@ def unused_parameters(model: nn.Module) -> list[str]:
         model.zero_grad(set_to_none=True)
         loss, _ = training_losses(model, batch.to(device), model.spec, LossConfig(), step=1)
         loss.backward()
-        unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        unused = [name for name, p in model.named_parameters()
+                  if p.requires_grad and p.grad is None]
     for param, grad in zip(model.parameters(), saved):
         param.grad = grad
     return unused
