@@ -7,6 +7,8 @@ gradients are small then neither flush to zero nor, as with the GradScaler's 2**
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,6 +18,8 @@ from mmdist.model import build_model
 from mmdist.model.saliency import input_saliency
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "configs" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +81,21 @@ def test_zero3_with_saliency_is_refused_at_load(tmp_path):
     zero3 = _write(tmp_path / "zero3.json", '{"zero_optimization": {"stage": 3}, '
                                             '"gradient_clipping": 0.0}')
     with pytest.raises(ConfigError, match="ZeRO stage 3.*saliency"):
-        load_config("configs/tiny.yaml", ["engine.strategy=deepspeed",
+        load_config(TINY, ["engine.strategy=deepspeed",
                                           f"engine.deepspeed_config={zero3}"])
     # Without a saliency bridge ZeRO-3 is allowed through.
-    config = load_config("configs/tiny.yaml", ["engine.strategy=deepspeed", "model.saliency=none",
+    config = load_config(TINY, ["engine.strategy=deepspeed", "model.saliency=none",
                                                f"engine.deepspeed_config={zero3}"])
     assert config.engine.zero_stage == 3
 
 
 def test_fp16_on_cpu_deepspeed_is_refused_at_load():
     with pytest.raises(ConfigError, match="DeepSpeed refuses fp16 on CPU"):
-        load_config("configs/tiny.yaml", ["engine.strategy=deepspeed", "engine.device=cpu",
+        load_config(TINY, ["engine.strategy=deepspeed", "engine.device=cpu",
                                           "engine.precision=fp16",
-                                          "engine.deepspeed_config=configs/deepspeed/zero1.json"])
+                           f"engine.deepspeed_config={REPO}/configs/deepspeed/zero1.json"])
     # The same on DDP is fine (CPU autocast runs fp16).
-    load_config("configs/tiny.yaml", ["engine.strategy=ddp", "engine.device=cpu",
+    load_config(TINY, ["engine.strategy=ddp", "engine.device=cpu",
                                       "engine.precision=fp16"])
 
 
@@ -105,13 +109,14 @@ def test_fp16_on_cpu_deepspeed_is_refused_at_load():
 def test_bad_deepspeed_json_is_named(tmp_path, text, needle):
     path = _write(tmp_path / "ds.json", text)
     with pytest.raises(ConfigError, match="engine.deepspeed_config") as info:
-        load_config("configs/tiny.yaml", ["engine.strategy=deepspeed",
+        load_config(TINY, ["engine.strategy=deepspeed",
                                           f"engine.deepspeed_config={path}"])
     assert needle in str(info.value) and "ds.json" in str(info.value)
 
 
 def test_shipped_deepspeed_configs_load():
+    # Relative on purpose: found from the repository root whatever the working directory.
     for stage in (0, 1, 2):
-        config = load_config("configs/tiny.yaml", [
+        config = load_config(TINY, [
             "engine.strategy=deepspeed", f"engine.deepspeed_config=configs/deepspeed/zero{stage}.json"])
         assert config.engine.zero_stage == stage
