@@ -81,22 +81,20 @@ def test_zero3_with_saliency_is_refused_at_load(tmp_path):
     zero3 = _write(tmp_path / "zero3.json", '{"zero_optimization": {"stage": 3}, '
                                             '"gradient_clipping": 0.0}')
     with pytest.raises(ConfigError, match="ZeRO stage 3.*saliency"):
-        load_config(TINY, ["engine.strategy=deepspeed",
-                                          f"engine.deepspeed_config={zero3}"])
+        load_config(TINY, ["engine.strategy=deepspeed", f"engine.deepspeed_config={zero3}"])
     # Without a saliency bridge ZeRO-3 is allowed through.
     config = load_config(TINY, ["engine.strategy=deepspeed", "model.saliency=none",
-                                               f"engine.deepspeed_config={zero3}"])
+                                f"engine.deepspeed_config={zero3}"])
     assert config.engine.zero_stage == 3
 
 
 def test_fp16_on_cpu_deepspeed_is_refused_at_load():
     with pytest.raises(ConfigError, match="DeepSpeed refuses fp16 on CPU"):
         load_config(TINY, ["engine.strategy=deepspeed", "engine.device=cpu",
-                                          "engine.precision=fp16",
+                           "engine.precision=fp16",
                            f"engine.deepspeed_config={REPO}/configs/deepspeed/zero1.json"])
     # The same on DDP is fine (CPU autocast runs fp16).
-    load_config(TINY, ["engine.strategy=ddp", "engine.device=cpu",
-                                      "engine.precision=fp16"])
+    load_config(TINY, ["engine.strategy=ddp", "engine.device=cpu", "engine.precision=fp16"])
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -109,8 +107,7 @@ def test_fp16_on_cpu_deepspeed_is_refused_at_load():
 def test_bad_deepspeed_json_is_named(tmp_path, text, needle):
     path = _write(tmp_path / "ds.json", text)
     with pytest.raises(ConfigError, match="engine.deepspeed_config") as info:
-        load_config(TINY, ["engine.strategy=deepspeed",
-                                          f"engine.deepspeed_config={path}"])
+        load_config(TINY, ["engine.strategy=deepspeed", f"engine.deepspeed_config={path}"])
     assert needle in str(info.value) and "ds.json" in str(info.value)
 
 
