@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import REPO
+from slurm_cluster import REPO, job_state, wait_until
 from tensorboard_events import hparams_of, read_events
 
 from mmdist.config import ConfigError
@@ -132,7 +132,9 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
     assert json.loads((sweep_dir / "sweep.json").read_text())["cells"] == state["cells"]
 
     # A cell whose run is lost (no completed summary) is resubmitted alone and resumes from its
-    # last checkpoint instead of training again.
+    # last checkpoint instead of training again. (Wait for the array to leave the queue first: a
+    # task still listed there, e.g. COMPLETING, counts as queued and is rightly not resubmitted.)
+    wait_until(lambda: not any(map(job_state, job_ids)), 60, "the array to leave the queue")
     (sweep_dir / "umtl_seed1" / "summary.json").unlink()
     code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait",
                                "--wait-timeout", "300")
