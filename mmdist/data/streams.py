@@ -12,6 +12,7 @@ and batch assembly can run in worker processes in any order.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, fields
 from typing import Iterator, Optional
 
@@ -136,6 +137,13 @@ class _StepDataset(torch.utils.data.Dataset):
         return self.source.batch(self.start + index)
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Batch workers leave preemption (USR2) and TERM to the training process, which checkpoints
+    and then ends them; under any start method they must not die first."""
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def iterate_steps(source, start: int, stop: int, workers: int = 0) -> Iterator[StepBatch]:
     """Yield source.batch(step) for step in [start, stop), in order, assembled by ``workers``
     background processes (0 = inline). A source with its own pipeline (DALI) provides
@@ -149,5 +157,6 @@ def iterate_steps(source, start: int, stop: int, workers: int = 0) -> Iterator[S
         return
     loader = torch.utils.data.DataLoader(_StepDataset(source, start, stop), batch_size=None,
                                          num_workers=workers, persistent_workers=False,
-                                         prefetch_factor=2, collate_fn=lambda x: x)
+                                         prefetch_factor=2, collate_fn=lambda x: x,
+                                         worker_init_fn=_ignore_stop_signals)
     yield from loader
