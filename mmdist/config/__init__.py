@@ -1,0 +1,30 @@
+"""Typed configuration tree: YAML in, validated dataclasses out.
+
+A run is described by one tree of dataclasses (``Config``). It is loaded from a YAML file
+(``yaml.safe_load``), optionally inheriting from another file through a top-level ``base:`` key,
+then patched by dotted ``key=value`` overrides from the command line. Every key is checked against
+the dataclass fields: an unknown key or a value of the wrong type raises ``ConfigError`` naming the
+dotted key path (and, for unknown keys, the nearest valid key). Each section validates its own
+values in ``__post_init__``.
+
+Layout: sections.py (model, data, losses, optim, trainer), engine.py (engine + DeepSpeed JSON
+checks), evaluation.py, tree.py (the root ``Config``), loading.py (YAML, overrides, coercion).
+"""
+
+from mmdist.config.engine import EngineConfig, read_deepspeed_json
+from mmdist.config.errors import ConfigError
+from mmdist.config.evaluation import IN_DOMAIN_TEST_SETS, CrossDomainSetConfig, EvaluationConfig
+from mmdist.config.loading import (apply_overrides, dump_config, from_dict, load_config,
+                                   parse_override, read_yaml_tree)
+from mmdist.config.sections import (AugmentConfig, BudgetConfig, DataConfig, LossConfig,
+                                    ModelConfig, OptimConfig, SourceConfig,
+                                    SyntheticDomainConfig, TrainerConfig)
+from mmdist.config.tree import Config
+
+__all__ = [
+    "AugmentConfig", "BudgetConfig", "Config", "ConfigError", "CrossDomainSetConfig", "DataConfig",
+    "EngineConfig", "EvaluationConfig", "IN_DOMAIN_TEST_SETS", "LossConfig", "ModelConfig",
+    "OptimConfig", "SourceConfig", "SyntheticDomainConfig", "TrainerConfig", "apply_overrides",
+    "dump_config", "from_dict", "load_config", "parse_override", "read_deepspeed_json",
+    "read_yaml_tree",
+]

@@ -1,0 +1,49 @@
+"""The evaluation section: cross-domain test sets for ``python -m mmdist.evaluate``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmdist.config.errors import check
+from mmdist.config.sections import SourceConfig
+
+@dataclass
+class CrossDomainSetConfig(SourceConfig):
+    """One cross-domain test set: a whole dataset from another source, evaluated (never trained
+    on) for one task. The source keys (kind, path, count, domain) are those of data.classification."""
+
+    name: str = ""
+    """Short name of the set in eval/metrics.json and the tables (letters, digits, '_', '-', '.')."""
+    task: Literal["classification", "segmentation"] = "segmentation"
+    """Which head it tests: classification needs labels, segmentation needs masks."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), "name",
+               f"must be a non-empty name of letters, digits, '_', '-' or '.', got {self.name!r}")
+
+
+IN_DOMAIN_TEST_SETS = ("classification", "segmentation")
+"""Names of the in-domain test sets (the test splits of data.classification/segmentation)."""
+
+
+@dataclass
+class EvaluationConfig:
+    """``python -m mmdist.evaluate``: which test sets besides the in-domain test splits."""
+
+    cross_domain: list[CrossDomainSetConfig] = field(default_factory=list)
+    """Cross-domain test sets, e.g. [{name: shenzhen, task: segmentation, kind: shenzhen,
+    path: /data/shenzhen-lungseg}]."""
+    examples: int = 8
+    """Images shown in the boundary-overlay and saliency figures (per set / per class)."""
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.cross_domain]
+        for name in names:
+            check(names.count(name) == 1 and name not in IN_DOMAIN_TEST_SETS,
+                   "evaluation.cross_domain",
+                   f"test set name {name!r} is used twice or is an in-domain set's name "
+                   f"{IN_DOMAIN_TEST_SETS}")
+        check(1 <= self.examples <= 64, "evaluation.examples", "must be in [1, 64]")

@@ -1,0 +1,242 @@
+"""The model, data, loss, optimizer and trainer sections of the config tree.
+
+Each section is a dataclass whose fields carry their defaults and docstrings and whose
+``__post_init__`` validates them, raising ConfigError with the key's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from mmdist.config.errors import check
+
+SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "multimix"
+    """One of the paper's nine models (see mmdist.model.variants.VARIANTS)."""
+    saliency: SaliencyMode = "auto"
+    """Saliency bridge: 'auto' takes the variant's own (detached for the bridged variants, none
+    otherwise); 'detached' is the reference code's constant decoder input; 'differentiable' keeps
+    the saliency in the graph so the segmentation loss trains the encoder through it."""
+    width: float = 1.0
+    """Channel multiplier (1.0 = the paper's 16..256 channels); small values for quick tests."""
+    dropout: float = 0.25
+    saliency_inner_scale: float = 1024.0
+    """Fixed factor the class score is multiplied by before the inner gradient under fp16 (and
+    divided out after), so small input gradients do not flush to zero. Keep well below 2**16."""
+
+    def __post_init__(self) -> None:
+        from mmdist.model.variants import VARIANTS
+
+        check(self.variant in VARIANTS, "model.variant",
+               f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
+        check(self.width > 0, "model.width", "must be > 0")
+        check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        check(1.0 <= self.saliency_inner_scale <= 2.0**14, "model.saliency_inner_scale",
+               "must be in [1, 16384] (fp16 overflows the seed gradient near 2**16)")
+        spec = VARIANTS[self.variant]
+        if self.saliency in ("detached", "differentiable"):
+            check(spec.classifier and spec.decoder, "model.saliency",
+                   f"variant {self.variant!r} has no classifier and decoder to bridge; use 'none'")
+
+    @property
+    def resolved_saliency(self) -> str:
+        """The saliency mode in force: 'auto' resolved through the variant table."""
+        from mmdist.model.variants import VARIANTS
+
+        if self.saliency == "auto":
+            return "detached" if VARIANTS[self.variant].bridge else "none"
+        return self.saliency
+
+
+@dataclass
+class SyntheticDomainConfig:
+    """Knobs of one synthetic 'source' (hospital/scanner): the paper's data come from two."""
+
+    gamma: float = 1.0
+    """Intensity curve exponent applied to the rendered image."""
+    contrast: float = 1.0
+    brightness: float = 0.0
+    noise: float = 0.03
+    """Standard deviation of additive Gaussian noise, in [0, 1] intensity units."""
+
+    def __post_init__(self) -> None:
+        check(self.gamma > 0, "gamma", "must be > 0")
+        check(self.contrast > 0, "contrast", "must be > 0")
+        check(self.noise >= 0, "noise", "must be >= 0")
+
+
+@dataclass
+class SourceConfig:
+    """Where one task's images come from."""
+
+    kind: Literal["synthetic", "cache", "csv", "kermany", "jsrt", "montgomery", "shenzhen", "nih",
+                  "folder"] = "synthetic"
+    """'synthetic' is the built-in generator; 'cache' a folder written by ``mmdist.prepare``; the
+    other kinds are raw public layouts, prepared into ``<output_dir>/../cache`` on first use."""
+    path: Optional[str] = None
+    """Dataset folder (raw layout or prepared cache); unused for 'synthetic'."""
+    count: int = 600
+    """Synthetic only: number of images to generate for this task (train+val+test)."""
+    domain: SyntheticDomainConfig = field(default_factory=SyntheticDomainConfig)
+    options: Any = field(default_factory=dict)
+    """Raw kinds only: options of the layout adapter (mmdist.data.adapters), e.g. for nih
+    ``{positive: Pneumonia, negative: No Finding, others: unlabeled, views: [PA],
+    max_per_patient: 1}``, for kermany ``{splits: [train]}``, for csv ``{csv: labels.csv}``.
+    An option the adapter does not take is reported when the source is prepared."""
+    prepare_workers: int = 1
+    """Raw kinds only: decoding processes when the folder is prepared on first use."""
+
+    def __post_init__(self) -> None:
+        if self.kind != "synthetic":
+            check(self.path is not None, "path", f"kind {self.kind!r} needs a dataset path")
+        check(self.count >= 10, "count", "must be >= 10")
+        check(isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
+               "options", f"must be a mapping of option names to values, got {self.options!r}")
+        check(not self.options or self.kind not in ("synthetic", "cache"), "options",
+               f"kind {self.kind!r} takes no adapter options (only raw dataset kinds do)")
+        check(self.prepare_workers >= 1, "prepare_workers", "must be >= 1")
+
+
+Budget = Union[int, Literal["full"]]
+
+
+@dataclass
+class BudgetConfig:
+    """Label budgets and splits (the paper's |D_l^c| and |D_l^s|)."""
+
+    classification_labeled: Budget = 100
+    """Labeled classification images; the rest of the training split is the unlabeled pool."""
+    segmentation_labeled: Budget = 10
+    """Labeled segmentation images (masks); the rest of the training split is unlabeled."""
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("classification_labeled", "segmentation_labeled"):
+            value = getattr(self, name)
+            check(value == "full" or (isinstance(value, int) and value >= 1), name,
+                   f"must be a positive integer or 'full', got {value!r}")
+        check(0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)")
+        check(0 <= self.test_fraction < 0.5, "test_fraction", "must be in [0, 0.5)")
+
+
+@dataclass
+class AugmentConfig:
+    """Weak and strong views (the policy itself lives in mmdist.augment.policy)."""
+
+    backend: Literal["torch", "dali"] = "torch"
+    device: Literal["cpu", "gpu"] = "cpu"
+    strong_ops: int = 2
+    """RandAugment: number of ops drawn per image."""
+    strong_magnitude: int = 10
+    """RandAugment: maximum magnitude (1..10)."""
+    strong_apply: Literal["always", "half"] = "always"
+    """'always' applies every drawn op (FixMatch); 'half' applies each with p=0.5 (the reference)."""
+    pad_fraction: float = 0.125
+    """Reflect padding of the weak random crop, as a fraction of the image size."""
+    threads: int = 2
+    """CPU threads of the DALI pipeline (backend 'dali'); the torch backend uses data.workers."""
+
+    def __post_init__(self) -> None:
+        check(1 <= self.strong_ops <= 14, "strong_ops", "must be in [1, 14]")
+        check(self.threads >= 1, "data.augment.threads", "must be >= 1")
+        check(1 <= self.strong_magnitude <= 10, "strong_magnitude", "must be in [1, 10]")
+        check(0 <= self.pad_fraction <= 0.5, "pad_fraction", "must be in [0, 0.5]")
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 256
+    """Square input size in pixels; a multiple of 32 (five encoder levels and the class pool)."""
+    batch_size: int = 10
+    """Images per stream per rank (the reference uses 10 for each of its five streams)."""
+    eval_batch_size: int = 32
+    classification: SourceConfig = field(default_factory=SourceConfig)
+    segmentation: SourceConfig = field(default_factory=lambda: SourceConfig(
+        domain=SyntheticDomainConfig(gamma=1.3, contrast=0.85, brightness=0.05, noise=0.05)))
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    workers: int = 0
+    """Background processes that assemble batches (0 = in the training process)."""
+
+    def __post_init__(self) -> None:
+        check(self.image_size >= 32 and self.image_size % 32 == 0, "data.image_size",
+               f"must be a positive multiple of 32, got {self.image_size}")
+        check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
+        check(self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1")
+        check(self.workers >= 0, "data.workers", "must be >= 0")
+
+
+@dataclass
+class LossConfig:
+    tau: float = 0.7
+    """FixMatch confidence threshold for pseudo-labels."""
+    lambda_u: float = 0.25
+    """Weight of the FixMatch unlabeled loss."""
+    lambda_d: float = 5.0
+    """Weight of the Dice loss."""
+    lambda_kl: float = 0.01
+    """Weight of the segmentation consistency KL (labeled vs unlabeled predictions)."""
+    kl: Literal["bernoulli", "reference"] = "bernoulli"
+    """'bernoulli' is a real per-pixel foreground/background KL; 'reference' reproduces the authors'
+    softmax over one channel, which is identically zero (kept only to reproduce their numbers)."""
+    mixmatch_temperature: float = 0.5
+    mixmatch_alpha: float = 0.75
+    mixmatch_lambda_u: float = 75.0
+    mixmatch_rampup_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.tau <= 1.0, "losses.tau", "must be in [0, 1]")
+        for name in ("lambda_u", "lambda_d", "lambda_kl", "mixmatch_lambda_u"):
+            check(getattr(self, name) >= 0, f"losses.{name}", "must be >= 0")
+        check(self.mixmatch_temperature > 0, "losses.mixmatch_temperature", "must be > 0")
+        check(self.mixmatch_alpha > 0, "losses.mixmatch_alpha", "must be > 0")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    """Adam learning rate for the whole global batch of one rank (see scale_lr)."""
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 8
+    """Multiply the learning rate by lr_gamma every this many epochs (the paper: 0.1 every 8)."""
+    lr_gamma: float = 0.1
+    scale_lr: Literal["none", "linear", "sqrt"] = "none"
+    """Scale lr with the number of ranks (global batch / per-rank batch)."""
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", "must be > 0")
+        check(self.lr_step_epochs >= 1, "optim.lr_step_epochs", "must be >= 1")
+        check(0 < self.lr_gamma <= 1, "optim.lr_gamma", "must be in (0, 1]")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 2000
+    steps_per_epoch: int = 0
+    """Steps per epoch for the learning-rate schedule; 0 derives it from the unlabeled
+    classification pool (or the largest stream) and the batch size, like the reference loader."""
+    val_every: int = 200
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    resume: Union[bool, str] = False
+    """True resumes from the run directory's latest checkpoint; a path resumes from that file."""
+    image_log_every: int = 200
+    """TensorBoard images (inputs, saliency, predicted masks) every this many steps (0 = never)."""
+    progress: bool = True
+    threads: int = 0
+    """torch intra-op threads (0 leaves torch's default)."""
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")
+        for name in ("steps_per_epoch", "val_every", "log_every", "checkpoint_every",
+                     "image_log_every", "threads"):
+            check(getattr(self, name) >= 0, f"trainer.{name}", "must be >= 0")
+        check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", "must be >= 1")

@@ -1,0 +1,40 @@
+"""The root of the config tree, and the checks that span sections."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from mmdist.config.engine import EngineConfig
+from mmdist.config.errors import ConfigError
+from mmdist.config.evaluation import EvaluationConfig
+from mmdist.config.sections import (DataConfig, LossConfig, ModelConfig, OptimConfig,
+                                    TrainerConfig)
+
+@dataclass
+class Config:
+    seed: int = 0
+    output_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        engine = self.engine
+        if engine.strategy == "deepspeed" and engine.precision == "fp16" and engine.on_cpu:
+            raise ConfigError("engine.precision: DeepSpeed refuses fp16 on CPU "
+                              "('Type fp16 is not supported on your device'); use bf16 or fp32")
+        if engine.zero_stage == 3 and self.model.resolved_saliency != "none":
+            raise ConfigError(
+                f"engine.deepspeed_config: ZeRO stage 3 ({engine.deepspeed_config}) cannot train "
+                f"the saliency bridge (model.saliency={self.model.resolved_saliency}): DeepSpeed's "
+                "ZeRO-3 parameter partitioning breaks the input gradient taken inside the forward "
+                "(engine.backward fails in both saliency modes). Use ZeRO stage 0, 1 or 2 "
+                "(configs/deepspeed/zero2.json) or model.saliency=none")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
