@@ -15,7 +15,7 @@ from mmdist.config.engine import EngineConfig, read_deepspeed_json
 from mmdist.config.errors import ConfigError
 from mmdist.config.evaluation import IN_DOMAIN_TEST_SETS, CrossDomainSetConfig, EvaluationConfig
 from mmdist.config.loading import (apply_overrides, dump_config, from_dict, load_config,
-                                   parse_override, read_yaml_tree)
+                                   parse_override, read_yaml_mapping, read_yaml_tree)
 from mmdist.config.sections import (AugmentConfig, BudgetConfig, DataConfig, LossConfig,
                                     ModelConfig, OptimConfig, SourceConfig,
                                     SyntheticDomainConfig, TrainerConfig)
@@ -26,5 +26,5 @@ __all__ = [
     "EngineConfig", "EvaluationConfig", "IN_DOMAIN_TEST_SETS", "LossConfig", "ModelConfig",
     "OptimConfig", "SourceConfig", "SyntheticDomainConfig", "TrainerConfig", "apply_overrides",
     "dump_config", "from_dict", "load_config", "parse_override", "read_deepspeed_json",
-    "read_yaml_tree",
+    "read_yaml_mapping", "read_yaml_tree",
 ]

@@ -116,17 +116,24 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def read_yaml_tree(path: str | Path) -> dict:
-    """Read a config file and its ``base:`` chain into one nested dict."""
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """Read a YAML file whose top level is a mapping; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def read_yaml_tree(path: str | Path) -> dict:
+    """Read a config file and its ``base:`` chain into one nested dict."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
     base = data.pop("base", None)
     if base is not None:
         data = _merge(read_yaml_tree(path.parent / base), data)

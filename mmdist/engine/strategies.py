@@ -55,7 +55,13 @@ class Strategy:
     def backward_step(self, loss: torch.Tensor) -> bool:
         """Backward, (unscale,) optimizer step, zero grads. Returns False when fp16 overflow made
         the GradScaler skip the update (counted in ``skipped_steps``)."""
+        self.backward(loss)
+        return self.optimizer_step()
+
+    def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
+
+    def optimizer_step(self) -> bool:
         scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()

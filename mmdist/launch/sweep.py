@@ -32,9 +32,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from mmdist.config import ConfigError, apply_overrides, from_dict, read_yaml_tree
+from mmdist.config import (ConfigError, apply_overrides, from_dict, read_yaml_mapping,
+                           read_yaml_tree)
 from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor,
                                   job_in_queue)
 
@@ -92,14 +92,7 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
     submitted (errors name the spec file and the cell). ``extra_overrides`` (``key=value``) apply
     to every cell after the spec's own."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep spec not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    spec = read_yaml_mapping(path, "sweep spec")
     for key in spec:
         if key not in SPEC_KEYS:
             raise _fail(path, str(key), f"unknown key (valid keys: {', '.join(SPEC_KEYS)})")
