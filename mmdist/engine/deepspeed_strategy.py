@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -59,7 +60,6 @@ class DeepSpeedStrategy(DDPStrategy):
         # DeepSpeed's torch_autocast brings its own GradScaler; the base one must stay off.
         self.scaler = grad_scaler(self.device, "fp32")
         import deepspeed
-        from datetime import timedelta
 
         # The torch process group exists already; this only attaches DeepSpeed's comm layer to it
         # (auto_mpi_discovery off: the ranks were discovered by mmdist.engine.distributed).
