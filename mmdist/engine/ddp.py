@@ -125,19 +125,6 @@ class DDPStrategy(Strategy):
         except RuntimeError as exc:
             raise self.guard.fail("the gradient all-reduce", exc) from exc
 
-    def optimizer_step(self) -> bool:
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        stepped = scale_before is None or self.scaler.get_scale() >= scale_before
-        self.skipped_steps += int(not stepped)
-        return stepped
-
-    def backward_step(self, loss: torch.Tensor) -> bool:
-        self.backward(loss)
-        return self.optimizer_step()
-
     def gradients(self) -> dict[str, torch.Tensor]:
         """The averaged gradients after ``backward`` (before ``optimizer_step``), by name."""
         return {name: p.grad.detach().clone(memory_format=torch.contiguous_format)
