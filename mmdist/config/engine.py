@@ -20,9 +20,9 @@ class EngineConfig:
     """Path to a DeepSpeed JSON (configs/deepspeed/zero*.json); needed for strategy=deepspeed."""
     collective_timeout_s: float = 300.0
     """A rank waiting longer than this in a collective fails the job instead of hanging."""
-    channels_last: bool = True
-    """Keep activations NHWC (torch.channels_last): oneDNN convolutions on the CPU and tensor-core
-    convolutions on the GPU run markedly faster that way (1.8x for a 128 px step on a 2-core CPU)."""
+    channels_last: bool = False
+    """Keep activations NHWC (torch.channels_last). Off by default: on the 2-core CPU it made the
+    128 px MultiMix step 1.37x slower (oneDNN with InstanceNorm); worth trying on GPUs."""
     find_unused_parameters: Literal["auto", "true", "false"] = "auto"
     """DDP: 'auto' turns it on only for variants/losses that leave parameters without gradients."""
 

@@ -87,7 +87,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, cases: list) -> 
             dtype = getattr(torch, dtype_name)
             model = fresh_model(mode, dtype)
             batch = shard(global_batch(world, dtype), rank)
-            if dtype == torch.float32:  # the trainer's default layout (engine.channels_last)
+            if dtype == torch.float32:  # the NHWC option (engine.channels_last)
                 model = model.to(memory_format=torch.channels_last)
                 batch = batch.to("cpu", channels_last=True)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
