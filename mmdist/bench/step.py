@@ -99,8 +99,8 @@ def _arm(variant: str, saliency: str, width: float, reference: bool, size: int, 
     else:
         loss_fn = lambda step: training_losses(model, data, spec, losses, step)  # noqa: E731
     name = "reference" if reference else model_config.resolved_saliency
-    if not reference and not channels_last:
-        name += "_contiguous"
+    if channels_last:
+        name += "_nhwc"
     return {"name": name, "model": model, "optimizer": optimizer, "loss": loss_fn,
             "images": data.image_count, "times": []}
 
@@ -152,12 +152,12 @@ def run(args) -> dict:
         return {**common, "saliency": arms[0]["name"] if not args.reference_step else "detached",
                 "step_structure": "reference" if args.reference_step else "mmdist", **only}
     base = results["reference"]["img_per_s"]
-    ratios = {f"{name}_vs_reference": r["img_per_s"] / base for name, r in results.items()
-              if name != "reference"}
-    if "detached_contiguous" in results:
-        ratios["detached_vs_detached_contiguous"] = (results["detached"]["img_per_s"]
-                                                     / results["detached_contiguous"]["img_per_s"])
-    ratios["detached_vs_none"] = results["detached"]["img_per_s"] / results["none"]["img_per_s"]
-    ratios["differentiable_vs_none"] = (results["differentiable"]["img_per_s"]
-                                        / results["none"]["img_per_s"])
+    suffix = "_nhwc" if args.channels_last else ""
+    none = results[f"none{suffix}"]["img_per_s"]
+    ratios = {}
+    for name, result in results.items():
+        if name != "reference":
+            ratios[f"{name}_vs_reference"] = result["img_per_s"] / base
+        if name not in ("reference", f"none{suffix}"):
+            ratios[f"{name}_vs_none{suffix}"] = result["img_per_s"] / none
     return {**common, "arms": results, "ratios": ratios}
