@@ -5,9 +5,8 @@
 # DeepSpeed JSON (default configs/deepspeed/zero1.json). --no_local_rank: mmdist reads LOCAL_RANK
 # from the environment and takes no --local_rank argument.
 set -euo pipefail
-if [ $# -lt 1 ]; then echo "usage: $0 CONFIG [key=value ...]" >&2; exit 2; fi
-config=$1; shift
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
+shift
 deepspeed=${DEEPSPEED:-$root/.venv/bin/deepspeed}
 [ -x "$deepspeed" ] || deepspeed=deepspeed
 port=${MASTER_PORT:-$(( 20000 + RANDOM % 10000 ))}

@@ -4,11 +4,8 @@
 #   launch/mpirun.sh CONFIG [key=value ...]
 # NPROC ranks (default 2). --bind-to none leaves thread placement to torch.
 set -euo pipefail
-if [ $# -lt 1 ]; then echo "usage: $0 CONFIG [key=value ...]" >&2; exit 2; fi
-config=$1; shift
-root=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-$root/.venv/bin/python}
-[ -x "$python" ] || python=python3
+source "$(dirname "$0")/common.sh"
+shift
 as_root=()
 [ "$(id -u)" = 0 ] && as_root=(--allow-run-as-root)  # Open MPI refuses root without it
 exec mpirun "${as_root[@]}" --bind-to none -np "${NPROC:-2}" \

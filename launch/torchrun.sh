@@ -5,10 +5,7 @@
 # engine.strategy=deepspeed engine.deepspeed_config=... runs DeepSpeed under torchrun instead.
 # Ranks, MASTER_ADDR/PORT come from torchrun (--standalone picks a free port).
 set -euo pipefail
-if [ $# -lt 1 ]; then echo "usage: $0 CONFIG [key=value ...]" >&2; exit 2; fi
-config=$1; shift
-root=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-$root/.venv/bin/python}
-[ -x "$python" ] || python=python3
+source "$(dirname "$0")/common.sh"
+shift
 exec "$python" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-2}" \
     -m mmdist.train --config "$config" engine.strategy=ddp "$@"
