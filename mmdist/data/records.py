@@ -8,6 +8,7 @@ metadata the layout gives (label, patient); it never holds pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from mmdist.data.imageset import CLASS_NAMES, NO_LABEL
 
@@ -47,11 +48,13 @@ class Record:
         return bool(self.masks)
 
 
-def check_unique(records: list[Record], where: str) -> None:
-    """Raise DatasetError naming the first image that two records share."""
+def check_unique(records: list[Record], where: str,
+                 position: Callable[[int], str] = lambda i: f"entry {i + 1}") -> None:
+    """Raise DatasetError naming the first image that two records share; ``position`` names a
+    record's place in the source (an entry number, or a CSV line)."""
     seen: dict[str, int] = {}
     for i, record in enumerate(records):
         if record.image in seen:
-            raise DatasetError(f"{where}: image {record.image} is listed twice "
-                               f"(entries {seen[record.image] + 1} and {i + 1})")
+            raise DatasetError(f"{where} {position(i)}: image {record.name} is already listed "
+                               f"on {position(seen[record.image])}")
         seen[record.image] = i

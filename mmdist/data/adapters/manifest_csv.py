@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mmdist.data.adapters.common import Index, relative_name
 from mmdist.data.imageset import CLASS_NAMES, NO_LABEL
-from mmdist.data.records import DatasetError, Record
+from mmdist.data.records import DatasetError, Record, check_unique
 
 LABEL_VALUES = {**{name: i for i, name in enumerate(CLASS_NAMES)},
                 **{str(i): i for i in range(len(CLASS_NAMES))}, "": NO_LABEL}
@@ -58,12 +58,7 @@ def index_csv(src: Path, csv: str = "labels.csv", label_column: str = "label") -
                                   patient=(row.get("patient") or "").strip(), source=root.name))
     if not records:
         raise DatasetError(f"{manifest}: no rows")
-    seen: dict[str, int] = {}
-    for i, record in enumerate(records):
-        if record.image in seen:
-            raise DatasetError(f"{manifest} line {i + 2}: image {record.name} is already listed "
-                               f"on line {seen[record.image] + 2}")
-        seen[record.image] = i
+    check_unique(records, str(manifest), position=lambda i: f"line {i + 2}")  # line 1 = header
     return Index(records, notes={"csv": manifest.name})
 
 
