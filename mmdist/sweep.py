@@ -1,22 +1,30 @@
 """``python -m mmdist.sweep``: run a grid of trainings as one SLURM job array, and tabulate it.
 
     python -m mmdist.sweep configs/sweeps/paper_table2.yaml [key=value ...] [--wait]
+    python -m mmdist.sweep configs/sweeps/paper_table2.yaml --dry-run
     python -m mmdist.sweep --collect runs/sweeps/paper_table2
 
-The first form submits every cell that has not completed (see mmdist.launch.sweep for the spec);
-running it again submits only failed or missing cells. ``--collect`` writes SWEEP_DIR/table.md and
-SWEEP_DIR/table.csv: mean ± std over seeds per (model, |D_l^c|, |D_l^s|) cell, with t-tests against
-MultiMix (mmdist.evaluation.tables). A run evaluated with ``python -m mmdist.evaluate`` contributes
-its test-set metrics (eval/metrics.json); otherwise its final validation accuracy and Dice from
-summary.json (test sets 'val_classification' and 'val_segmentation').
+The first form submits every run that has not completed (see mmdist.launch.sweep for the spec);
+running it again submits only failed or missing runs. Cells that a variant's run stands for
+under several budgets (U-Net ignores |D_l^c|, the encoder-only models |D_l^s|) run once.
+``--dry-run`` lists the runs, their state and the cells each stands for, with a GPU-hours estimate
+when the spec has ``estimate.seconds_per_step``. ``--collect`` writes SWEEP_DIR/table.md and
+SWEEP_DIR/table.csv over the spec's cells (those recorded in SWEEP_DIR/sweep.json, or those of a
+spec given instead of SWEEP_DIR): mean ± std over seeds per (model, |D_l^c|, |D_l^s|) cell, with
+t-tests against MultiMix (mmdist.evaluation.tables). A run evaluated with
+``python -m mmdist.evaluate`` contributes its test-set metrics (eval/metrics.json); otherwise its
+final validation accuracy and Dice from summary.json (test sets 'val_classification' and
+'val_segmentation').
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from mmdist.config import ConfigError
@@ -24,6 +32,9 @@ from mmdist.config import ConfigError
 TABLE_KEYS = ("model.variant", "data.budget.classification_labeled",
               "data.budget.segmentation_labeled", "seed")
 """Grid keys the table has columns for; any other grid key is shown beside the model name."""
+BUDGET_FIELDS = {"data.budget.classification_labeled": "classification_labeled",
+                 "data.budget.segmentation_labeled": "segmentation_labeled"}
+"""Grid keys a cell shows in its table row even where its run trained at another value."""
 
 
 def _validation_results(run_dir: Path, summary: dict) -> dict:
@@ -38,54 +49,118 @@ def _validation_results(run_dir: Path, summary: dict) -> dict:
     return sets
 
 
-def collect(sweep_dir: str | Path, reference: str = "multimix") -> tuple[Path, Path, dict]:
-    """Write the sweep's table; returns (table.md, table.csv, {cell name: 'used'|reason})."""
+def _run_result(run_dir: Path):
+    """A completed run's RunResult, or the reason it has none (a str)."""
     from mmdist.config import load_config
-    from mmdist.evaluation.tables import RunResult, load_run, rows_to_csv, rows_to_markdown, sweep_rows
-    from mmdist.launch.sweep import read_state
+    from mmdist.evaluation.tables import RunResult, load_run
 
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep directory not found: {sweep_dir}")
-    state = read_state(sweep_dir)
-    run_dirs = sorted(p.parent for p in sweep_dir.glob("*/config.yaml"))
-    names = sorted(set(state.get("cells", {})) | {p.name for p in run_dirs})
-    runs, report = [], {}
-    for name in names:
-        run_dir = sweep_dir / name
-        values = state.get("cells", {}).get(name, {}).get("values", {})
-        extra = {k.rsplit(".", 1)[-1]: v for k, v in values.items() if k not in TABLE_KEYS}
-        summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        if summary.get("status") != "completed":
-            report[name] = f"not completed ({summary.get('status', 'no summary.json')})"
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("status") != "completed":
+        return f"not completed ({summary.get('status', 'no summary.json')})"
+    if (run_dir / "eval" / "metrics.json").is_file():
+        return load_run(run_dir)
+    try:
+        config = load_config(run_dir / "config.yaml")
+    except ConfigError as exc:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: {exc}") from None
+    budget = config.data.budget
+    return RunResult(run_dir, config.model.variant, str(budget.classification_labeled),
+                     str(budget.segmentation_labeled), config.seed,
+                     _validation_results(run_dir, summary))
+
+
+def sweep_cells(target: str | Path, output_dir=None, overrides=()) -> tuple[Path, dict]:
+    """(sweep dir, {cell name: {'values', 'run'}}) of a sweep folder (its sweep.json) or a spec."""
+    from mmdist.launch.sweep import load_spec, read_state
+
+    target = Path(target)
+    if target.is_file():
+        spec = load_spec(target, output_dir, overrides)
+        return spec.output_dir, spec.cell_records()
+    if not target.is_dir():
+        raise FileNotFoundError(f"sweep directory not found: {target}")
+    cells = read_state(target).get("cells") or {}
+    if not cells:
+        raise ValueError(f"{target}: sweep.json lists no cells; submit the sweep first, or pass "
+                         "its spec: --collect SPEC [--output-dir SWEEP_DIR]")
+    return target, cells
+
+
+def collect(target: str | Path, reference: str = "multimix", output_dir=None,
+            overrides=()) -> tuple[Path, Path, dict]:
+    """Write the sweep's table over its cells (``sweep_cells``); returns (table.md, table.csv,
+    {cell name: 'used'|reason}). A run that stands for several cells counts in each of them,
+    under that cell's budgets."""
+    from mmdist.evaluation.tables import rows_to_csv, rows_to_markdown, sweep_rows
+
+    sweep_dir, cells = sweep_cells(target, output_dir, overrides)
+    results, runs, report = {}, [], {}
+    for name, cell in cells.items():
+        if cell["run"] not in results:
+            results[cell["run"]] = _run_result(sweep_dir / cell["run"])
+        result = results[cell["run"]]
+        if isinstance(result, str):
+            report[name] = result
             continue
-        if (run_dir / "eval" / "metrics.json").is_file():
-            run = load_run(run_dir)
-        else:
-            try:
-                config = load_config(run_dir / "config.yaml")
-            except ConfigError as exc:
-                raise ConfigError(f"{run_dir / 'config.yaml'}: {exc}") from None
-            budget = config.data.budget
-            run = RunResult(run_dir, config.model.variant, str(budget.classification_labeled),
-                            str(budget.segmentation_labeled), config.seed,
-                            _validation_results(run_dir, summary))
-        if extra:
-            run.variant += " [" + ", ".join(f"{k}={v}" for k, v in extra.items()) + "]"
-        runs.append(run)
+        values = cell["values"]
+        shown = {BUDGET_FIELDS[k]: str(v) for k, v in values.items() if k in BUDGET_FIELDS}
+        extra = {k.rsplit(".", 1)[-1]: v for k, v in values.items() if k not in TABLE_KEYS}
+        variant = result.variant + (" [" + ", ".join(f"{k}={v}" for k, v in extra.items()) + "]"
+                                    if extra else "")
+        runs.append(dataclasses.replace(result, variant=variant, **shown))
         report[name] = "used"
     if not runs:
-        raise ValueError(f"{sweep_dir}: no completed runs to tabulate ({len(names)} cells: "
+        raise ValueError(f"{sweep_dir}: no completed runs to tabulate ({len(cells)} cells: "
                          + "; ".join(f"{k}: {v}" for k, v in report.items()) + ")")
     rows = sweep_rows(runs, reference)
     md, csv_path = sweep_dir / "table.md", sweep_dir / "table.csv"
     missing = [n for n, v in report.items() if v != "used"]
-    note = (f"\n{len(runs)} of {len(names)} runs completed"
+    used_runs = {cells[n]["run"] for n, v in report.items() if v == "used"}
+    note = (f"\n{len(runs)} of {len(cells)} cells completed ({len(used_runs)} runs)"
             + (f"; not in the table: {', '.join(missing)}" if missing else "") + ".\n")
     md.write_text(rows_to_markdown(rows, reference) + note)
     csv_path.write_text(rows_to_csv(rows))
     return md, csv_path, report
+
+
+def estimate_lines(spec, statuses: dict[str, str]) -> list[str]:
+    """The GPU-hours of the spec's runs (all, and those not completed), from
+    estimate.seconds_per_step x each run's trainer.max_steps x its GPUs; or how to get it."""
+    if spec.seconds_per_step is None:
+        return ["estimate:    none; add `estimate: {seconds_per_step: S}` to the spec, S the "
+                "step_s_median of `python -m mmdist.bench step` on the runs' GPU"]
+    gpus = spec.slurm.nodes * spec.slurm.gpus_per_node
+    unit = "GPU-hours" if gpus else "job-hours (the spec asks for no GPUs)"
+
+    def hours(runs) -> float:
+        return sum(r.max_steps for r in runs) * spec.seconds_per_step * max(gpus, 1) / 3600
+
+    left = [r for r in spec.runs if statuses[r.name] != "completed"]
+    steps = Counter(r.max_steps for r in spec.runs)
+    lines = [f"estimate:    {hours(spec.runs):.1f} {unit} for {len(spec.runs)} runs "
+             f"({spec.seconds_per_step:g} s/step x trainer.max_steps x {max(gpus, 1)} per run); "
+             f"not completed: {hours(left):.1f} for {len(left)} runs",
+             "             upper bound: a resumed run trains only the steps after its checkpoint"]
+    if len(steps) > 1:
+        lines.append("             max_steps differ: " + ", ".join(
+            f"{s} ({n} runs)" for s, n in sorted(steps.items())))
+    return lines
+
+
+def dry_run_lines(spec, statuses: dict[str, str]) -> list[str]:
+    """What --dry-run prints: counts, the estimate, then one line per run with its state."""
+    shared = len(spec.cells) - len(spec.runs)
+    lines = [f"sweep {spec.name}: {len(spec.cells)} cells -> {len(spec.runs)} runs"
+             + (f" ({shared} cells reuse another cell's run: their variant never reads the key "
+                "they differ in)" if shared else ""),
+             f"states:      {dict(sorted(Counter(statuses.values()).items()))}",
+             *estimate_lines(spec, statuses)]
+    for run in spec.runs:
+        also = [c for c in run.cells if c != run.name]
+        lines.append(f"{statuses[run.name]:9s} {run.run_dir}"
+                     + (f"  (also cells {', '.join(also)})" if also else ""))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,18 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", nargs="?", help="sweep spec YAML (configs/sweeps/)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every cell")
     parser.add_argument("--output-dir", default=None, help="sweep directory (default: the spec's)")
-    parser.add_argument("--collect", metavar="SWEEP_DIR", help="write the results table and exit")
+    parser.add_argument("--collect", metavar="SWEEP_DIR|SPEC",
+                        help="write the results table of the sweep's cells and exit")
     parser.add_argument("--reference", default="multimix", help="model the t-tests compare against")
-    parser.add_argument("--dry-run", action="store_true", help="list the cells and their state")
-    parser.add_argument("--local", action="store_true", help="run the cells here, without SLURM")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs, their state, the cells they stand for, an estimate")
+    parser.add_argument("--local", action="store_true",
+                        help="run here, without SLURM (at most slurm.array_parallelism at once)")
     parser.add_argument("--wait", action="store_true", help="follow the array to its end")
     parser.add_argument("--wait-timeout", type=float, default=None, help="seconds; default: no limit")
     args = parser.parse_intermixed_args(argv)
 
     if args.collect:
         try:
-            md, csv_path, report = collect(args.collect, args.reference)
-        except (FileNotFoundError, ValueError) as exc:
+            md, csv_path, _ = collect(args.collect, args.reference, args.output_dir, args.overrides)
+        except (FileNotFoundError, ValueError, ConfigError) as exc:
             print(f"collect error: {exc}", file=sys.stderr)
             return 2
         print(md.read_text(), end="")
@@ -114,24 +192,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a sweep spec, or --collect SWEEP_DIR")
 
     from mmdist.launch.submit import follow
-    from mmdist.launch.sweep import cell_status, load_spec, read_state, submit_sweep
+    from mmdist.launch.sweep import load_spec, submit_sweep, sweep_statuses
 
     try:
         spec = load_spec(args.spec, args.output_dir, args.overrides)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    statuses = sweep_statuses(spec)
     if args.dry_run:
-        state = read_state(spec.output_dir)
-        for cell in spec.cells:
-            print(f"{cell_status(cell, state, spec.evaluate):9s} {cell.run_dir}")
+        print("\n".join(dry_run_lines(spec, statuses)))
         return 0
-    jobs, statuses = submit_sweep(spec, local=args.local)
-    counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
-    print(f"sweep {spec.name}: {len(spec.cells)} cells {counts}; submitted {len(jobs)}")
-    if jobs and args.local:
-        print(f"processes:   {' '.join(job.job_id for job in jobs)} (all at once, on this machine)")
-    elif jobs:
+    todo = sum(s in ("missing", "failed") for s in statuses.values())
+    counts = dict(sorted(Counter(statuses.values()).items()))
+    print(f"sweep {spec.name}: {len(spec.cells)} cells, {len(spec.runs)} runs {counts}; "
+          f"submitting {todo}")
+    if todo and args.local:
+        print(f"here, at most {spec.slurm.array_parallelism} at once")
+    sys.stdout.flush()
+    jobs = submit_sweep(spec, statuses, local=args.local)
+    if jobs and not args.local:
         print(f"job array:   {jobs[0].job_id.split('_')[0]} "
               f"(at most {spec.slurm.array_parallelism} at once)")
     print(f"sweep dir:   {spec.output_dir}")

@@ -21,10 +21,13 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from mmdist.data.imageset import CLASS_NAMES  # noqa: E402
+from mmdist.evaluation.metrics import segmentation_scores  # noqa: E402
 
 FIGURE_DPI = 100
 TRUTH_COLOUR = (0, 255, 0)
 PREDICTION_COLOUR = (255, 0, 0)
+OVERLAY_LABELS = {"truth": "reference mask", "prediction": "prediction"}
+"""Legend entries of the overlay figure, for the green and the red outline."""
 
 
 def save_figure(fig, path: str | Path, writer=None, tag: Optional[str] = None, step: int = 0) -> Path:
@@ -125,6 +128,36 @@ def _edges(mask: np.ndarray) -> np.ndarray:
 def boundary_overlay_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """K overlays side by side: (K, H, W) inputs -> (H, K*W, 3) uint8."""
     return np.concatenate([boundary_overlay(i, t, p) for i, t, p in zip(images, true, pred)], axis=1)
+
+
+def boundary_overlay_figure(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
+                            dice: Optional[np.ndarray] = None):
+    """K overlays side by side, each titled with its Dice, over a legend naming the outlines.
+
+    images: (K, H, W) uint8, K >= 1; true, pred: (K, H, W) binary masks; dice: (K,) per-image
+    Dice (default: computed by mmdist.evaluation.metrics.segmentation_scores, as the per-image
+    results are). Each panel shows its image at one figure pixel per image pixel, so one-pixel
+    outlines survive; the figure is max(K*W, 260) x (H + 40) pixels.
+    """
+    images, true, pred = np.asarray(images), np.asarray(true), np.asarray(pred)
+    if len(images) == 0:
+        raise ValueError("boundary_overlay_figure: no images")
+    dice = segmentation_scores(pred, true)["dice"] if dice is None else np.asarray(dice)
+    k, h, w = images.shape
+    band = 20  # pixels above the panels for their titles, and below for the legend
+    width, height = max(k * w, 260), h + 2 * band
+    fig = plt.figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI))
+    left = (width - k * w) / 2
+    for i in range(k):
+        ax = fig.add_axes([(left + i * w) / width, band / height, w / width, h / height])
+        ax.imshow(boundary_overlay(images[i], true[i], pred[i]), interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"Dice {dice[i]:.3f}", fontsize=7, pad=2)
+    handles = [plt.Line2D([], [], color=np.asarray(colour) / 255, label=OVERLAY_LABELS[key])
+               for key, colour in (("truth", TRUTH_COLOUR), ("prediction", PREDICTION_COLOUR))]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False,
+               borderaxespad=0.2, handlelength=1.5)
+    return fig
 
 
 def saliency_figure(images: np.ndarray, saliency: np.ndarray, labels: np.ndarray,

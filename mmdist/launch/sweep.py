@@ -1,4 +1,4 @@
-"""Sweeps: a grid of runs submitted as one SLURM job array, one run directory per cell.
+"""Sweeps: a grid of runs submitted as one SLURM job array, one run directory per run.
 
 A spec is a YAML file::
 
@@ -13,14 +13,22 @@ A spec is a YAML file::
       array_parallelism: 2
       time_min: 30
     evaluate: metrics                 # after training: none | metrics | plots
+    estimate:                         # optional, for the GPU-hours of --dry-run
+      seconds_per_step: 0.5           # one training step of one run (mmdist.bench step)
 
-Each cell runs in SWEEP_DIR/<cell name> (its own config.yaml, checkpoints, summary.json,
-eval/metrics.json when the spec evaluates, and TensorBoard run with hparams), so ``tensorboard --logdir SWEEP_DIR`` shows one run per cell.
-SWEEP_DIR/sweep.json records which job array task ran which cell. Submitting the same spec again
-skips cells that finished (summary.json says 'completed' and, when the spec evaluates,
-eval/metrics.json exists) and cells still queued or running, and
-resubmits the others (failed or never run) with ``trainer.resume=true``, so a cell that died after
-a checkpoint continues from it.
+A cell whose variant does not read a grid key (``TASK_KEYS``: U-Net has no classifier, so no
+classification budget; the encoder-only models have no decoder, so no mask budget) would repeat
+another cell exactly; such cells share one run, trained at the key's first grid value and named
+after that cell, and the table shows it under every value it stands for.
+
+Each run lives in SWEEP_DIR/<run name> (its own config.yaml, checkpoints, summary.json,
+eval/metrics.json when the spec evaluates, and TensorBoard run with hparams), so
+``tensorboard --logdir SWEEP_DIR`` shows one entry per run. SWEEP_DIR/sweep.json records the
+spec's cells (which run stands for each: what ``--collect`` tabulates) and which job ran which run.
+Submitting the same spec again skips runs that finished (summary.json says 'completed' and, when
+the spec evaluates, eval/metrics.json exists) and runs still queued or running, and resubmits the
+others (failed or never run) with ``trainer.resume=true``, so a run that died after a checkpoint
+continues from it.
 """
 
 from __future__ import annotations
@@ -28,34 +36,56 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-
-from mmdist.config import (ConfigError, apply_overrides, from_dict, read_yaml_mapping,
-                           read_yaml_tree)
+from mmdist.config import (ConfigError, apply_overrides, from_dict, parse_override,
+                           read_yaml_mapping, read_yaml_tree)
 from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor,
                                   job_in_queue)
+from mmdist.model.variants import VARIANTS
 
-SPEC_KEYS = ("config", "output_dir", "grid", "overrides", "slurm", "name", "evaluate")
+SPEC_KEYS = ("config", "output_dir", "grid", "overrides", "slurm", "name", "evaluate", "estimate")
 SHORT_NAMES = {"model.variant": "", "data.budget.classification_labeled": "c",
                "data.budget.segmentation_labeled": "s", "seed": "seed"}
 """How a grid key shows in a cell's folder name (anything else: its last component + '-')."""
+TASK_KEYS = {"classification": ("data.budget.classification_labeled",),
+             "segmentation": ("data.budget.segmentation_labeled",)}
+"""Config keys that only one task reads: the labeled budget picks the labeled images of that
+task's split, and training and evaluation split only a variant's own tasks (VariantSpec.tasks,
+through build_task_data), so a variant without the task never reads its budget. (A task's data
+source is not listed: it can count for other variants too, e.g. as the epoch length.)"""
 STATE_FILE = "sweep.json"
 
 
 @dataclass
 class Cell:
-    """One grid point: its folder name, its own values and its resolved run config."""
+    """One grid point: its name, its grid values and the name of the run that stands for it."""
+
+    name: str
+    values: dict[str, Any]
+    run: str
+
+
+@dataclass
+class Run:
+    """One training run (one folder, one array task): the grid values it trains with (keys its
+    variant ignores at their first grid value), its resolved config and the cells it stands for."""
 
     name: str
     values: dict[str, Any]
     config_tree: dict
+    cells: list[str]
 
     @property
     def run_dir(self) -> Path:
         return Path(self.config_tree["output_dir"])
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.config_tree["trainer"]["max_steps"])
 
 
 @dataclass
@@ -64,17 +94,19 @@ class SweepSpec:
     name: str
     output_dir: Path
     cells: list[Cell]
+    runs: list[Run]
     slurm: SlurmOptions
     evaluate: str = "none"
+    seconds_per_step: Optional[float] = None
+    """The spec's estimate.seconds_per_step (None: not given)."""
+
+    def cell_records(self) -> dict[str, dict]:
+        """{cell name: {'values', 'run'}}, as sweep.json keeps them for --collect."""
+        return {c.name: {"values": c.values, "run": c.run} for c in self.cells}
 
 
 def _fail(path: Path, key: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message}")
-
-
-def _value_text(value: Any) -> str:
-    text = str(value)
-    return text.replace("/", "-").replace(" ", "")
 
 
 def cell_name(values: dict[str, Any]) -> str:
@@ -82,15 +114,63 @@ def cell_name(values: dict[str, Any]) -> str:
     parts = []
     for key, value in values.items():
         short = SHORT_NAMES.get(key, key.rsplit(".", 1)[-1] + "-")
-        parts.append(f"{short}{_value_text(value)}")
+        parts.append(short + str(value).replace("/", "-").replace(" ", ""))
     return "_".join(parts) or "run"
+
+
+def ignored_keys(variant: str, keys) -> list[str]:
+    """The ``keys`` (dotted) that ``variant`` never reads: those of the tasks it does not train."""
+    tasks = VARIANTS[variant].tasks
+    unread = {key for task, owned in TASK_KEYS.items() if task not in tasks for key in owned}
+    return [key for key in keys if key in unread]
+
+
+def _refuse_lost_overrides(path: Path, spec: dict, extra_overrides) -> None:
+    """Refuse what each cell would overwrite: output_dir (SWEEP_DIR/<run>) and the grid's keys."""
+    for text in extra_overrides:
+        key = ".".join(parse_override(text)[0])
+        if key == "output_dir":
+            raise ConfigError(f"override {text!r}: a sweep sets each run's output_dir; choose the "
+                              "sweep folder with --output-dir")
+        for grid_key in spec.get("grid") or {}:
+            if key == grid_key or key.startswith(grid_key + ".") or grid_key.startswith(key + "."):
+                raise ConfigError(f"override {text!r}: {grid_key} is a grid key of {path} (each "
+                                  "cell sets it); change the spec's grid instead")
+    for section in ("grid", "overrides"):
+        if "output_dir" in (spec.get(section) or {}):
+            raise _fail(path, f"{section}.output_dir", "a sweep sets each run's output_dir; "
+                        "choose the sweep folder with the spec's output_dir key or --output-dir")
+
+
+def _read_options(path: Path, spec: dict) -> tuple[SlurmOptions, str, Optional[float]]:
+    """The spec's slurm, evaluate and estimate sections, checked."""
+    slurm_raw = spec.get("slurm") or {}
+    known = {f.name for f in fields(SlurmOptions)}
+    for key in slurm_raw:
+        if key not in known:
+            raise _fail(path, f"slurm.{key}", f"unknown key (valid keys: {', '.join(sorted(known))})")
+    try:
+        slurm = SlurmOptions(**slurm_raw)
+    except (TypeError, ValueError) as exc:
+        raise _fail(path, "slurm", str(exc)) from None
+    evaluate = spec.get("evaluate", "none")
+    if evaluate not in EVALUATE_CHOICES:
+        raise _fail(path, "evaluate", f"{evaluate!r} is not one of {list(EVALUATE_CHOICES)}")
+    estimate = spec.get("estimate") or {}
+    if not isinstance(estimate, dict) or set(estimate) - {"seconds_per_step"}:
+        raise _fail(path, "estimate", f"must be {{seconds_per_step: S}}, got {estimate!r}")
+    seconds = estimate.get("seconds_per_step")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or seconds <= 0):
+        raise _fail(path, "estimate.seconds_per_step", f"must be a number > 0, got {seconds!r}")
+    return slurm, evaluate, None if seconds is None else float(seconds)
 
 
 def load_spec(path: str | Path, output_dir: str | Path | None = None,
               extra_overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Read a spec and expand its grid; every cell's config is validated here, before anything is
-    submitted (errors name the spec file and the cell). ``extra_overrides`` (``key=value``) apply
-    to every cell after the spec's own."""
+    """Read a spec, expand its grid and collapse cells that repeat a run; every cell's config is
+    validated here, before anything is submitted (errors name the spec file and the cell).
+    ``extra_overrides`` (``key=value``) apply to every cell after the spec's own."""
     path = Path(path)
     spec = read_yaml_mapping(path, "sweep spec")
     for key in spec:
@@ -109,24 +189,14 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
     fixed = spec.get("overrides") or {}
     if not isinstance(fixed, dict):
         raise _fail(path, "overrides", "must map dotted config keys to values")
-    slurm_raw = spec.get("slurm") or {}
-    known = {f.name for f in fields(SlurmOptions)}
-    for key in slurm_raw:
-        if key not in known:
-            raise _fail(path, f"slurm.{key}", f"unknown key (valid keys: {', '.join(sorted(known))})")
-    try:
-        slurm = SlurmOptions(**slurm_raw)
-    except (TypeError, ValueError) as exc:
-        raise _fail(path, "slurm", str(exc)) from None
+    _refuse_lost_overrides(path, spec, extra_overrides)
+    slurm, evaluate, seconds_per_step = _read_options(path, spec)
 
-    evaluate = spec.get("evaluate", "none")
-    if evaluate not in EVALUATE_CHOICES:
-        raise _fail(path, "evaluate", f"{evaluate!r} is not one of {list(EVALUATE_CHOICES)}")
     name = str(spec.get("name") or path.stem)
     sweep_dir = Path(output_dir or spec.get("output_dir") or Path("runs/sweeps") / name).resolve()
     base_tree = read_yaml_tree(path.parent / spec["config"])
     fixed_text = [f"{key}={json.dumps(value)}" for key, value in fixed.items()]
-    cells, seen = [], {}
+    cells, trees, seen = [], {}, {}
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid.keys(), combo))
         name_ = cell_name(values)
@@ -141,30 +211,47 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
             config = from_dict(tree)
         except ConfigError as exc:
             raise ConfigError(f"{path}: cell {name_}: {exc}") from None
-        cells.append(Cell(name_, values, config.to_dict()))
-    return SweepSpec(path, name, sweep_dir, cells, slurm, evaluate)
+        trees[name_] = config.to_dict()
+        # The run that stands for this cell: the same values with every key the variant ignores
+        # at its first grid value (a cell of the grid too), so every submission finds one folder.
+        ignored = ignored_keys(config.model.variant, values)
+        canonical = {k: grid[k][0] if k in ignored else v for k, v in values.items()}
+        cells.append(Cell(name_, values, cell_name(canonical)))
+    runs: dict[str, Run] = {}
+    for cell in cells:
+        if cell.run not in runs:
+            runs[cell.run] = Run(cell.run, seen[cell.run], trees[cell.run], [])
+        runs[cell.run].cells.append(cell.name)
+    return SweepSpec(path, name, sweep_dir, cells, list(runs.values()), slurm, evaluate,
+                     seconds_per_step)
 
 
-# ---- state of the cells ---------------------------------------------------------------------
+# ---- state of the runs ----------------------------------------------------------------------
 
-def cell_status(cell: Cell, state: dict, evaluate: str = "none") -> str:
+def run_status(run: Run, state: dict, evaluate: str = "none") -> str:
     """'completed', 'queued' (its job is pending or running), 'failed' (its job is gone without
     a completed run, or without the evaluation the spec asks for) or 'missing' (never submitted)."""
-    summary = cell.run_dir / "summary.json"
-    evaluated = evaluate == "none" or (cell.run_dir / "eval" / "metrics.json").is_file()
+    summary = run.run_dir / "summary.json"
+    evaluated = evaluate == "none" or (run.run_dir / "eval" / "metrics.json").is_file()
     if summary.is_file() and evaluated:
         try:
             if json.loads(summary.read_text()).get("status") == "completed":
                 return "completed"
         except json.JSONDecodeError:
             pass
-    entry = state.get("cells", {}).get(cell.name, {})
+    entry = state.get("runs", {}).get(run.name, {})
     job_id = entry.get("job_id")
     if job_id is None:
         return "missing"
-    if entry.get("local"):  # a --local cell's job id is its process id
+    if entry.get("local"):  # a --local run's job id is its process id
         return "queued" if _process_alive(int(job_id)) else "failed"
     return "queued" if job_in_queue(job_id) else "failed"
+
+
+def sweep_statuses(spec: SweepSpec) -> dict[str, str]:
+    """run name -> run_status, from SWEEP_DIR/sweep.json and the run folders."""
+    state = read_state(spec.output_dir)
+    return {run.name: run_status(run, state, spec.evaluate) for run in spec.runs}
 
 
 def _process_alive(pid: int) -> bool:
@@ -178,14 +265,22 @@ def _process_alive(pid: int) -> bool:
 
 
 def read_state(sweep_dir: Path) -> dict:
+    """SWEEP_DIR/sweep.json: {'cells': {cell: {'values', 'run'}}, 'runs': {run: {'job_id',
+    'values', 'local'}}, 'spec', 'name'}; an empty one when the sweep never ran."""
     path = Path(sweep_dir) / STATE_FILE
     if not path.is_file():
-        return {"cells": {}}
+        return {"cells": {}, "runs": {}}
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); remove it to start the sweep's "
                          "bookkeeping afresh") from None
+    if "runs" not in state:
+        # Written before cells could share a run: each cell was its own run, of the same name.
+        state["runs"] = state.get("cells", {})
+        state["cells"] = {name: {"values": entry.get("values", {}), "run": name}
+                          for name, entry in state["runs"].items()}
+    return state
 
 
 def write_state(sweep_dir: Path, state: dict) -> None:
@@ -195,26 +290,51 @@ def write_state(sweep_dir: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def submit_sweep(spec: SweepSpec, local: bool = False) -> tuple[list, dict[str, str]]:
-    """Submit every cell that is not completed or queued, as one job array.
+def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
+                 poll_s: float = 1.0) -> list:
+    """Submit every run whose status (``sweep_statuses``) is 'missing' or 'failed'; returns the
+    jobs. Runs that ran before are resubmitted with resume, so they continue from their latest
+    checkpoint.
 
-    Returns (jobs, status of every cell before submission). Cells that ran before are resubmitted
-    with resume, so they continue from their latest checkpoint.
+    On SLURM the runs go out as one job array (at most slurm.array_parallelism at once).
+    local=True runs them on this machine, at most slurm.array_parallelism at once, and returns
+    when the last has ended.
     """
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(spec.output_dir)
-    statuses = {cell.name: cell_status(cell, state, spec.evaluate) for cell in spec.cells}
-    todo = [cell for cell in spec.cells if statuses[cell.name] in ("missing", "failed")]
-    jobs = []
-    if todo:
-        executor = build_executor(spec.output_dir / "submitit", spec.slurm, local=local)
-        with executor.batch():
-            for cell in todo:
-                jobs.append(executor.submit(TrainJob(cell.config_tree, resume=True,
-                                                     evaluate=spec.evaluate)))
-        for cell, job in zip(todo, jobs):
-            state["cells"][cell.name] = {"job_id": job.job_id, "values": cell.values,
-                                         "local": local}
-    state.update(spec=str(spec.path.resolve()), name=spec.name)
+    # The spec's cells, before anything runs: --collect tabulates these, never a folder that an
+    # earlier grid left behind.
+    state.update(spec=str(spec.path.resolve()), name=spec.name, cells=spec.cell_records())
     write_state(spec.output_dir, state)
-    return jobs, statuses
+    todo = [run for run in spec.runs if statuses[run.name] in ("missing", "failed")]
+    if not todo:
+        return []
+    executor = build_executor(spec.output_dir / "submitit", spec.slurm, local=local)
+
+    def record(run: Run, job) -> None:
+        state["runs"][run.name] = {"job_id": job.job_id, "values": run.values, "local": local}
+
+    def job_of(run: Run):
+        return executor.submit(TrainJob(run.config_tree, resume=True, evaluate=spec.evaluate))
+
+    if not local:
+        with executor.batch():
+            jobs = [job_of(run) for run in todo]
+        for run, job in zip(todo, jobs):
+            record(run, job)
+        write_state(spec.output_dir, state)
+        return jobs
+    # A local executor starts every job it is given at once: start one when a slot frees.
+    jobs, running, queue = [], [], list(todo)
+    while queue or running:
+        running = [job for job in running if not job.done()]
+        while queue and len(running) < spec.slurm.array_parallelism:
+            run = queue.pop(0)
+            job = job_of(run)
+            record(run, job)
+            write_state(spec.output_dir, state)  # a rerun meanwhile sees it as queued
+            jobs.append(job)
+            running.append(job)
+        if running:
+            time.sleep(poll_s)
+    return jobs

@@ -76,3 +76,43 @@ def test_figures_write_pngs_of_the_expected_size_and_tensorboard_reads_them(tmp_
         assert decoded.size == expected[name]
     overlay = np.asarray(Image.open(io.BytesIO(events.Images("eval/overlay")[0].encoded_image_string)))
     assert (overlay[..., :3] == np.asarray(Image.open(written["overlay"]))).all()
+
+
+def test_overlay_figure_names_both_outlines_and_titles_each_panel_with_its_dice(tmp_path):
+    size = 32
+    images = np.full((3, size, size), 90, dtype=np.uint8)
+    true = np.zeros((3, size, size), bool)
+    true[:, 8:20, 8:20] = True  # 144 pixels
+    pred = np.zeros((3, size, size), bool)
+    pred[0, 8:20, 8:20] = True  # the same square: Dice 1
+    pred[1, 14:26, 8:20] = True  # half of it: 2 * 72 / 288 = 0.5
+    pred[2, 24:30, 24:30] = True  # disjoint: 0
+    figure = plots.boundary_overlay_figure(images, true, pred)
+
+    (legend,) = figure.legends
+    entries = {text.get_text(): tuple(line.get_color())
+               for text, line in zip(legend.get_texts(), legend.get_lines())}
+    assert entries == {"reference mask": tuple(np.array(plots.TRUTH_COLOUR) / 255),
+                       "prediction": tuple(np.array(plots.PREDICTION_COLOUR) / 255)}
+    assert [ax.get_title() for ax in figure.axes] == ["Dice 1.000", "Dice 0.500", "Dice 0.000"]
+    # The titles are the metric the per-image results hold, panel by panel.
+    computed = plots.segmentation_scores(pred, true)["dice"]
+    assert [ax.get_title() for ax in figure.axes] == [f"Dice {d:.3f}" for d in computed]
+    for i, ax in enumerate(figure.axes):
+        (shown,) = ax.images
+        drawn = plots.boundary_overlay(images[i], true[i], pred[i])
+        assert (np.asarray(shown.get_array()) == drawn).all()
+    # Dice given by the caller is what the titles show; a panel is drawn one pixel per pixel.
+    given = plots.boundary_overlay_figure(images[:1], true[:1], pred[:1], dice=np.array([0.25]))
+    assert given.axes[0].get_title() == "Dice 0.250"
+    path = plots.save_figure(figure, tmp_path / "overlay.png")
+    with Image.open(path) as png:
+        assert png.size == (max(3 * size, 260), size + 40)
+        pixels = np.asarray(png.convert("RGB"))
+    # the three panels sit side by side, centred, each exactly as boundary_overlay draws it
+    left = (260 - 3 * size) // 2
+    for i in range(3):
+        panel = pixels[20:20 + size, left + i * size:left + (i + 1) * size]
+        assert (panel == plots.boundary_overlay(images[i], true[i], pred[i])).all()
+    with pytest.raises(ValueError, match="no images"):
+        plots.boundary_overlay_figure(images[:0], true[:0], pred[:0])

@@ -1,6 +1,6 @@
-"""Sweeps: spec expansion and its errors (no cluster), and a 4-cell job array on the test cluster
-with the results table, TensorBoard hparams per cell, and a re-run that submits only what is
-missing."""
+"""Sweeps: spec expansion and its errors (no cluster), and a 4-run job array on the test cluster
+with the results table, TensorBoard hparams per run, and a re-run that submits only what is
+missing. Cells that share a run, --dry-run, --collect and --local's cap: test_sweep_runs.py."""
 
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ def write_spec(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_paper_grid_has_405_cells_with_distinct_folders(tmp_path):
+def test_paper_grid_has_405_cells_in_distinct_folders(tmp_path):
     spec = load_spec(REPO / "configs" / "sweeps" / "paper_table2.yaml", tmp_path)
     assert len(spec.cells) == 9 * 9 * 5
-    assert len({cell.run_dir for cell in spec.cells}) == 405
-    cell = next(c for c in spec.cells if c.name == "multimix_cfull_s50_seed3")
-    assert cell.config_tree["data"]["budget"] == {**cell.config_tree["data"]["budget"],
-                                                  "classification_labeled": "full",
-                                                  "segmentation_labeled": 50}
-    assert cell.config_tree["seed"] == 3 and cell.run_dir == tmp_path / cell.name
+    assert len({run.run_dir for run in spec.runs}) == len(spec.runs)
+    run = next(r for r in spec.runs if r.name == "multimix_cfull_s50_seed3")
+    assert run.config_tree["data"]["budget"] == {**run.config_tree["data"]["budget"],
+                                                 "classification_labeled": "full",
+                                                 "segmentation_labeled": 50}
+    assert run.config_tree["seed"] == 3 and run.run_dir == tmp_path / run.name
     assert spec.slurm.gpus_per_node == 1 and spec.slurm.array_parallelism == 32
     assert spec.evaluate == "plots"
 
@@ -45,8 +45,9 @@ def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
     spec = load_spec(TINY_SPEC, tmp_path, ["trainer.max_steps=3"])
     assert [c.name for c in spec.cells] == ["multimix_seed0", "multimix_seed1", "umtl_seed0",
                                             "umtl_seed1"]
-    assert all(c.config_tree["trainer"]["max_steps"] == 3 for c in spec.cells)
-    assert all(c.config_tree["trainer"]["threads"] == 1 for c in spec.cells)
+    assert [r.name for r in spec.runs] == [c.name for c in spec.cells]  # nothing to share
+    assert all(r.config_tree["trainer"]["max_steps"] == 3 for r in spec.runs)
+    assert all(r.config_tree["trainer"]["threads"] == 1 for r in spec.runs)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -57,6 +58,10 @@ def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
     ("grid: {seed: [0]}\nslurm: {array_paralelism: 2}\n", "slurm.array_paralelism: unknown key"),
     ("grid: {seed: [0]}\nslurm: {nodes: 0}\n", "nodes: must be >= 1"),
     ("grid: {seed: [0]}\nevaluate: yes\n", "evaluate: True is not one of"),
+    ("grid: {seed: [0]}\nestimate: {seconds_per_step: 0}\n",
+     "estimate.seconds_per_step: must be a number > 0"),
+    ("grid: {seed: [0]}\nestimate: {seconds: 1}\n", "estimate: must be {seconds_per_step: S}"),
+    ("grid: {seed: [0]}\noverrides: {output_dir: /tmp/x}\n", "overrides.output_dir: a sweep sets"),
 ])
 def test_bad_specs_name_the_file_and_key(tmp_path, text, message):
     path = write_spec(tmp_path, text)
@@ -85,11 +90,11 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
     code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait",
                                "--wait-timeout", "480")
     assert code == 0, out + err
-    assert "4 cells {'missing': 4}; submitted 4" in out
+    assert "4 cells, 4 runs {'missing': 4}; submitting 4" in out
 
     # One job array of four tasks, at most two at once.
     state = json.loads((sweep_dir / "sweep.json").read_text())
-    job_ids = [entry["job_id"] for entry in state["cells"].values()]
+    job_ids = [entry["job_id"] for entry in state["runs"].values()]
     arrays = {job_id.split("_")[0] for job_id in job_ids}
     assert len(arrays) == 1 and sorted(j.split("_")[1] for j in job_ids) == ["0", "1", "2", "3"]
     script = (sweep_dir / "submitit" / f"{arrays.pop()}_submission.sh").read_text()
@@ -99,7 +104,7 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
     assert sorted(results) == ["multimix_seed0", "multimix_seed1", "umtl_seed0", "umtl_seed1"]
     assert all(r["status"] == "completed" and r["steps"] == 8 for r in results.values())
 
-    # Each cell is its own TensorBoard run with the same hparams names, its own values.
+    # Each run is its own TensorBoard run with the same hparams names, its own values.
     hparams = {name: hparams_of(read_events(sweep_dir / name / "tb")) for name in results}
     assert len({tuple(sorted(h)) for h in hparams.values()}) == 1
     assert {(h["variant"], h["seed"]) for h in hparams.values()} == {
@@ -123,13 +128,14 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
             assert float(row["mean"]) == pytest.approx(statistics.mean(values))
             assert float(row["std"]) == pytest.approx(statistics.stdev(values))
     markdown = (sweep_dir / "table.md").read_text()
-    assert "| multimix | 20 | 6 | 2 |" in markdown and "4 of 4 runs completed" in markdown
+    assert "| multimix | 20 | 6 | 2 |" in markdown
+    assert "4 of 4 cells completed (4 runs)" in markdown
 
     # Same spec again: nothing to do.
     code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir))
     assert code == 0, err
-    assert "4 cells {'completed': 4}; submitted 0" in out
-    assert json.loads((sweep_dir / "sweep.json").read_text())["cells"] == state["cells"]
+    assert "4 cells, 4 runs {'completed': 4}; submitting 0" in out
+    assert json.loads((sweep_dir / "sweep.json").read_text())["runs"] == state["runs"]
 
     # A cell whose run is lost (no completed summary) is resubmitted alone and resumes from its
     # last checkpoint instead of training again. (Wait for the array to leave the queue first: a
@@ -139,7 +145,7 @@ def test_sweep_array_table_tensorboard_and_rerun(slurm, tmp_path, capsys, monkey
     code, out, err = run_sweep(capsys, str(TINY_SPEC), "--output-dir", str(sweep_dir), "--wait",
                                "--wait-timeout", "300")
     assert code == 0, out + err
-    assert "'completed': 3, 'failed': 1}; submitted 1" in out
+    assert "'completed': 3, 'failed': 1}; submitting 1" in out
     again = json.loads((sweep_dir / "umtl_seed1" / "summary.json").read_text())
     assert again["status"] == "completed" and again["start_step"] == 8 and again["steps"] == 8
     assert (sweep_dir / "umtl_seed1" / "eval" / "metrics.json").is_file()
