@@ -1,4 +1,9 @@
-"""Entry point: ``python -m mmdist.train --config FILE [key=value ...]``."""
+"""Entry point: ``python -m mmdist.train --config FILE [key=value ...]``.
+
+Exit status: 0 completed, 3 stopped by a signal after a checkpoint (resume with
+trainer.resume=true), 2 a config, data or launch error (one line on stderr naming the key, file or
+variable), 1 anything else (with its traceback).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,22 @@ import sys
 
 from mmdist.config import ConfigError, load_config
 
+USAGE_ERROR = 2
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the input's fault and say so in one line: bad config, missing or broken
+    dataset, a launch that does not fit the engine settings, rank variables, a named checkpoint."""
+    from mmdist.data.records import DatasetError
+    from mmdist.engine.distributed import RankDiscoveryError
+    from mmdist.engine.strategies import LaunchError
+
+    return (ConfigError, DatasetError, LaunchError, RankDiscoveryError, FileNotFoundError)
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmdist.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mmdist.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.max_steps=50")
     args = parser.parse_args(argv)
@@ -18,12 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     from mmdist.engine.trainer import Trainer
 
-    trainer = Trainer(config)
-    trainer.install_signal_handlers()
-    summary = trainer.fit()
+    try:
+        trainer = Trainer(config)
+        trainer.install_signal_handlers()
+        summary = trainer.fit()
+    except user_errors() as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return USAGE_ERROR
     if trainer.strategy.is_main:
         print(f"run directory: {config.output_dir}")
         print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")

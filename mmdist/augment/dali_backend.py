@@ -21,7 +21,7 @@ from nvidia.dali.backend import TensorListGPU
 
 from mmdist.augment.dali_ops import op_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
-from mmdist.augment.sources import TorchStepSource
+from mmdist.augment.torch_source import TorchStepSource
 from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
                                  SEG_UNLABELED, VIEW_IDS, StepBatch, gather_rows, step_seed)
 

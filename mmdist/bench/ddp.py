@@ -164,7 +164,7 @@ def _worker(rank: int, world: int, port: int, args, out_dir: str) -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if args.device == "cpu" else "cuda")
     from mmdist.config import EngineConfig
     from mmdist.engine.distributed import RankInfo
-    from mmdist.engine.strategies import Strategy
+    from mmdist.engine.single import Strategy
 
     configs: dict = {}
     for mode in MODES:  # one process: rank 0 steps, the others hold a place (None) and wait

@@ -38,6 +38,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
         return value
     if origin in (Union, types.UnionType):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if len(options) < len(typing.get_args(tp)) and value is None:
+            return None
+        if len(options) == 1:  # Optional[X]: X's own error, with its own key path
+            return _coerce(value, options[0], key)
         errors = []
         for option in typing.get_args(tp):
             if option is type(None):

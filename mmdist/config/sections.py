@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from mmdist.config.errors import check
+from mmdist.config.errors import ConfigError, check
 
 SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
 
@@ -154,20 +154,30 @@ class DataConfig:
     image_size: int = 256
     """Square input size in pixels; a multiple of 32 (five encoder levels and the class pool)."""
     batch_size: int = 10
-    """Images per stream per rank (the reference uses 10 for each of its five streams)."""
+    """Images per stream per rank (the reference uses 10 for each of its five streams). Ignored
+    when global_batch_size is set."""
+    global_batch_size: Optional[int] = None
+    """Images per stream over all ranks. When set, each rank takes global_batch_size / ranks
+    (an error when that does not divide), so a run is the same step for step at any rank count."""
     eval_batch_size: int = 32
-    classification: SourceConfig = field(default_factory=SourceConfig)
+    classification: Optional[SourceConfig] = field(default_factory=SourceConfig)
+    """null for a segmentation-only config (variants with a classifier then refuse to load)."""
     segmentation: SourceConfig = field(default_factory=lambda: SourceConfig(
         domain=SyntheticDomainConfig(gamma=1.3, contrast=0.85, brightness=0.05, noise=0.05)))
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 0
     """Background processes that assemble batches (0 = in the training process)."""
+    worker_start: Literal["default", "fork", "spawn", "forkserver"] = "default"
+    """How batch workers start ('default': the platform's, forkserver from Python 3.14 on
+    Linux). Every method reopens the memory-mapped pool in the worker instead of copying it."""
 
     def __post_init__(self) -> None:
         check(self.image_size >= 32 and self.image_size % 32 == 0, "data.image_size",
                f"must be a positive multiple of 32, got {self.image_size}")
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
+        check(self.global_batch_size is None or self.global_batch_size >= 1,
+              "data.global_batch_size", "must be >= 1 (or null: data.batch_size per rank)")
         check(self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1")
         check(self.workers >= 0, "data.workers", "must be >= 0")
 
@@ -207,7 +217,9 @@ class OptimConfig:
     """Multiply the learning rate by lr_gamma every this many epochs (the paper: 0.1 every 8)."""
     lr_gamma: float = 0.1
     scale_lr: Literal["none", "linear", "sqrt"] = "none"
-    """Scale lr with the number of ranks (global batch / per-rank batch)."""
+    """Multiply lr by the number of ranks ('linear') or its square root: for runs that keep
+    data.batch_size per rank, so that the global batch grows with the ranks. Not allowed with
+    data.global_batch_size, whose global batch does not change."""
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "optim.lr", "must be > 0")
@@ -217,10 +229,15 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 2000
+    max_steps: Optional[int] = 2000
+    """Length of the run in optimizer steps (set null to count max_epochs instead)."""
+    max_epochs: Optional[int] = None
+    """Length of the run in epochs (the paper counts epochs); needs max_steps: null."""
     steps_per_epoch: int = 0
-    """Steps per epoch for the learning-rate schedule; 0 derives it from the unlabeled
-    classification pool (or the largest stream) and the batch size, like the reference loader."""
+    """Steps per epoch (schedule and max_epochs); 0 derives it from the data sources, the same
+    for every variant and label budget: the classification training split (labeled and
+    unlabeled) over the global batch, or the segmentation training split when the config has
+    no classification source."""
     val_every: int = 200
     log_every: int = 10
     checkpoint_every: int = 200
@@ -233,9 +250,19 @@ class TrainerConfig:
     threads: int = 0
     """torch intra-op threads (0 leaves torch's default)."""
     deterministic: bool = False
+    """torch deterministic algorithms (CUDA: cuBLAS set up for it, and warn-only for the
+    decoder's bilinear upsampling, which has no deterministic CUDA backward)."""
 
     def __post_init__(self) -> None:
-        check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "trainer.max_steps",
+              "must be >= 1 (or null with trainer.max_epochs)")
+        check(self.max_epochs is None or self.max_epochs >= 1, "trainer.max_epochs", "must be >= 1")
+        if self.max_steps is not None and self.max_epochs is not None:
+            raise ConfigError(f"trainer.max_steps ({self.max_steps}) and trainer.max_epochs "
+                              f"({self.max_epochs}) are both set; set one "
+                              "(trainer.max_steps=null counts epochs)")
+        check(self.max_steps is not None or self.max_epochs is not None, "trainer.max_steps",
+              "set trainer.max_steps or trainer.max_epochs")
         for name in ("steps_per_epoch", "val_every", "log_every", "checkpoint_every",
                      "image_log_every", "threads"):
             check(getattr(self, name) >= 0, f"trainer.{name}", "must be >= 0")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from mmdist.config.engine import EngineConfig
-from mmdist.config.errors import ConfigError
+from mmdist.config.errors import ConfigError, check
 from mmdist.config.evaluation import EvaluationConfig
 from mmdist.config.sections import (DataConfig, LossConfig, ModelConfig, OptimConfig,
                                     TrainerConfig)
@@ -24,6 +24,16 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
+        from mmdist.model.variants import VARIANTS
+
+        if self.data.classification is None:
+            check(not VARIANTS[self.model.variant].classifier, "data.classification",
+                  f"variant {self.model.variant!r} trains a classifier and needs a "
+                  "classification source")
+        if self.data.global_batch_size is not None:
+            check(self.optim.scale_lr == "none", "optim.scale_lr",
+                  "must be 'none' with data.global_batch_size: the global batch is the same at "
+                  "every rank count, so there is nothing to scale")
         engine = self.engine
         if engine.strategy == "deepspeed" and engine.precision == "fp16" and engine.on_cpu:
             raise ConfigError("engine.precision: DeepSpeed refuses fp16 on CPU "

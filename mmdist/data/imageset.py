@@ -7,6 +7,7 @@ of equal-sized square grayscale images, optional masks, labels and patient ids.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -55,7 +56,47 @@ class ImageSet:
     def has_labels(self) -> bool:
         return bool((np.asarray(self.labels) != NO_LABEL).any())
 
+    # Pickling (batch workers started by spawn/forkserver receive the ImageSet pickled): a
+    # memory-mapped array travels as its file reference and is mapped again on the other side,
+    # so a worker shares the page cache instead of receiving a copy of the pool.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in ("images", "masks"):
+            state[name] = _MappedFile.of(state[name]) or state[name]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in ("images", "masks"):
+            if isinstance(state[name], _MappedFile):
+                state[name] = state[name].open()
+        self.__dict__.update(state)
+
     def patient_groups(self) -> np.ndarray:
         """(N,) group keys: the patient id, or a unique key per image where it is unknown."""
         return np.array([p if p else f"__image_{i}" for i, p in enumerate(self.patients)],
                         dtype=object)
+
+
+@dataclass(frozen=True)
+class _MappedFile:
+    """Where a read-only memory-mapped array lives, to map it again in another process."""
+
+    filename: str
+    dtype: str
+    shape: tuple
+    offset: int
+    fortran: bool
+
+    @classmethod
+    def of(cls, array) -> Optional["_MappedFile"]:
+        """The reference for a whole-file np.memmap (np.load(mmap_mode='r')); None for anything
+        else (in-memory arrays, and views of a mapping, whose offset numpy does not track)."""
+        if not (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap)
+                and array.filename and array.mode == "r"):
+            return None
+        return cls(str(array.filename), array.dtype.str, tuple(array.shape), int(array.offset),
+                   bool(np.isfortran(array)))
+
+    def open(self) -> np.memmap:
+        return np.memmap(self.filename, dtype=np.dtype(self.dtype), mode="r", offset=self.offset,
+                         shape=self.shape, order="F" if self.fortran else "C")

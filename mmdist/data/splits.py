@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmdist.data.imageset import NO_LABEL, ImageSet
+from mmdist.data.records import DatasetError
 
 _SPLIT_STREAM, _LABELED_STREAM = 0x5EED, 0xB0D6E7
 
@@ -67,7 +68,7 @@ def split_by_patient(imageset: ImageSet, val_fraction: float, test_fraction: flo
     n_groups = int(inverse.max()) + 1 if len(inverse) else 0
     needed = 1 + (val_fraction > 0) + (test_fraction > 0)
     if n_groups < needed:
-        raise ValueError(f"{imageset.source}: {n_groups} patient(s) cannot fill {needed} splits "
+        raise DatasetError(f"{imageset.source}: {n_groups} patient(s) cannot fill {needed} splits "
                          f"(train, val, test) without sharing a patient")
     sizes = np.bincount(inverse, minlength=n_groups)
     group_label = np.full(n_groups, NO_LABEL, dtype=np.int64)
@@ -99,7 +100,7 @@ def split_by_patient(imageset: ImageSet, val_fraction: float, test_fraction: flo
     by_image = assignment[inverse]
     train, val, test = (np.flatnonzero(by_image == k) for k in (0, 1, 2))
     if len(train) == 0:
-        raise ValueError(f"{imageset.source}: no patient is left for training with "
+        raise DatasetError(f"{imageset.source}: no patient is left for training with "
                          f"val_fraction={val_fraction} and test_fraction={test_fraction}")
     return train, val, test
 
@@ -141,7 +142,7 @@ def choose_labeled(imageset: ImageSet, train: np.ndarray, budget, seed: int,
     else:
         raise ValueError(f"label budget must be a positive integer or 'full', got {budget!r}")
     if count > len(eligible):
-        raise ValueError(f"{imageset.source}: label budget {count} exceeds the {len(eligible)} "
+        raise DatasetError(f"{imageset.source}: label budget {count} exceeds the {len(eligible)} "
                          f"training images with a {need} (of {len(train)} training images)")
     order = _nested_stratified_order(eligible, classes, [seed, _LABELED_STREAM])
     labeled = np.sort(order[:count])

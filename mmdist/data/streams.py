@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmdist.data.records import DatasetError
+
 # Stream names (the variant table in mmdist.model.variants says which a model consumes).
 SEG_LABELED = "seg_labeled"
 SEG_UNLABELED = "seg_unlabeled"
@@ -87,7 +89,7 @@ class ShardedStream:
                  world_size: int, name: str = "stream"):
         pool = np.asarray(pool, dtype=np.int64)
         if len(pool) < world_size:
-            raise ValueError(f"{name}: {len(pool)} images cannot be shared by {world_size} ranks")
+            raise DatasetError(f"{name}: {len(pool)} images cannot be shared by {world_size} ranks")
         self.pool, self.batch_size = pool, batch_size
         self.seed, self.stream_id, self.rank, self.world_size = seed, stream_id, rank, world_size
         self.per_rank = len(pool) // world_size
@@ -107,6 +109,12 @@ class ShardedStream:
             needed -= len(shard)
             epoch, offset = epoch + 1, 0
         return np.concatenate(out)
+
+    @property
+    def steps_per_pass(self) -> int:
+        """Steps in which this rank reads its whole shard once (the stream's own epoch; the
+        schedule's epoch is the same for all streams, mmdist.engine.schedule)."""
+        return max(1, self.per_rank // self.batch_size)
 
     def epoch_of(self, step: int) -> int:
         return (step * self.batch_size) // self.per_rank
@@ -144,10 +152,19 @@ def _ignore_stop_signals(_worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def iterate_steps(source, start: int, stop: int, workers: int = 0) -> Iterator[StepBatch]:
+def _as_is(batch: StepBatch) -> StepBatch:
+    """The DataLoader's collate: a StepBatch is already a batch. (A module-level function, not a
+    lambda, so that workers started by spawn or forkserver can unpickle it.)"""
+    return batch
+
+
+def iterate_steps(source, start: int, stop: int, workers: int = 0,
+                  start_method: str = "default") -> Iterator[StepBatch]:
     """Yield source.batch(step) for step in [start, stop), in order, assembled by ``workers``
-    background processes (0 = inline). A source with its own pipeline (DALI) provides
-    ``iterate(start, stop)`` instead and is used as it is."""
+    background processes (0 = inline) started by ``start_method`` ('default' | 'fork' | 'spawn'
+    | 'forkserver'). A source with its own pipeline (DALI) provides ``iterate(start, stop)``
+    instead and is used as it is. Workers receive the source pickled: its memory-mapped arrays
+    travel as file references and are mapped again in the worker (mmdist.data.imageset)."""
     if hasattr(source, "iterate"):
         yield from source.iterate(start, stop)
         return
@@ -155,8 +172,10 @@ def iterate_steps(source, start: int, stop: int, workers: int = 0) -> Iterator[S
         for step in range(start, stop):
             yield source.batch(step)
         return
+    context = None if start_method == "default" else start_method
     loader = torch.utils.data.DataLoader(_StepDataset(source, start, stop), batch_size=None,
                                          num_workers=workers, persistent_workers=False,
-                                         prefetch_factor=2, collate_fn=lambda x: x,
-                                         worker_init_fn=_ignore_stop_signals)
+                                         prefetch_factor=2, collate_fn=_as_is,
+                                         worker_init_fn=_ignore_stop_signals,
+                                         multiprocessing_context=context)
     yield from loader

@@ -83,6 +83,15 @@ def render_chest(size: int, rng: np.random.Generator, pneumonia: bool, domain) -
     return image, mask.astype(np.uint8)
 
 
+def _image_rng(seed: int, index: int, size: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, size])
+
+
+def _draw_label(rng: np.random.Generator, pneumonia_fraction: float) -> int:
+    """The first draw of an image's generator is its class (the rest renders it)."""
+    return int(rng.random() < pneumonia_fraction)
+
+
 def synthetic_imageset(count: int, size: int, seed: int, domain, source: str,
                        pneumonia_fraction: float = 0.5) -> ImageSet:
     """Generate ``count`` images of ``size`` px; labels, masks and one patient id per image."""
@@ -90,9 +99,24 @@ def synthetic_imageset(count: int, size: int, seed: int, domain, source: str,
     masks = np.empty((count, size, size), dtype=np.uint8)
     labels = np.empty(count, dtype=np.int64)
     for index in range(count):
-        rng = np.random.default_rng([seed, index, size])
-        labels[index] = int(rng.random() < pneumonia_fraction)
+        rng = _image_rng(seed, index, size)
+        labels[index] = _draw_label(rng, pneumonia_fraction)
         images[index], masks[index] = render_chest(size, rng, bool(labels[index]), domain)
+    return _with_ids(images, labels, masks, source)
+
+
+def synthetic_catalog(count: int, size: int, seed: int, source: str,
+                      pneumonia_fraction: float = 0.5) -> ImageSet:
+    """The labels, masks flags and patients of ``synthetic_imageset`` without its pixels:
+    1x1 placeholder images, for split arithmetic (how many training images an epoch has)."""
+    labels = np.array([_draw_label(_image_rng(seed, i, size), pneumonia_fraction)
+                       for i in range(count)], dtype=np.int64)
+    placeholder = np.zeros((count, 1, 1), dtype=np.uint8)
+    return _with_ids(placeholder, labels, placeholder, source)
+
+
+def _with_ids(images, labels, masks, source: str) -> ImageSet:
+    count = len(images)
     patients = np.array([f"{source}-{i:05d}" for i in range(count)], dtype=object)
     names = np.array([f"synthetic://{source}/{i}" for i in range(count)], dtype=object)
     return ImageSet(images=images, labels=labels, masks=masks, patients=patients, source=source,

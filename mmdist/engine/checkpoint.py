@@ -1,21 +1,20 @@
 """Checkpoints: written atomically, found by step, rotated.
 
 A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with the keys
-step, model (state_dict of the bare network), optimizer, scheduler, scaler, rng, config, and
-format. It is written to a temporary file in the same folder, flushed to disk, then renamed over
+step, model (state_dict of the bare network), optimizer, scheduler, scaler, rng_per_rank (every
+rank's random states, mmdist.engine.rng), config, and format. It is written to a temporary
+file in the same folder, flushed to disk, then renamed over
 the final name, so a crash mid-write never leaves a truncated checkpoint under a real name.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import re
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 FORMAT = 1
@@ -59,29 +58,22 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         raise
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int = 2) -> Path:
-    """Write ``state`` (plus step, rng and format) for ``step``; keep the newest ``keep``."""
+    """Write ``state`` (plus step and format) for ``step``; keep the newest ``keep``."""
     path = checkpoint_path(run_dir, step)
-    atomic_torch_save({**state, "step": step, "rng": rng_state(), "format": FORMAT}, path)
+    atomic_torch_save({**state, "step": step, "format": FORMAT}, path)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename an unreadable checkpoint to ``*.pt.corrupt``: kept for inspection, but no longer
+    a checkpoint that resume picks or that rotation counts among the newest."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    return target
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

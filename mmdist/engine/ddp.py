@@ -13,6 +13,8 @@ global batch (tests/engine/test_ddp_gradients.py). Two DDP options are deliberat
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 
 import torch
@@ -21,7 +23,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mmdist.engine.distributed import RankInfo, init_distributed
-from mmdist.engine.strategies import Strategy
+from mmdist.engine.single import Strategy
+from mmdist.engine.watchdog import ProgressWatchdog, connect_store
+
+_WATCH_RUNS = itertools.count()
+"""Numbers the training loops of this process; every rank counts the same, so the watchdog's
+keys of one loop never meet those of another on the same store."""
 
 
 class CollectiveError(RuntimeError):
@@ -99,11 +106,16 @@ class DDPStrategy(Strategy):
     def __init__(self, engine_config, info: RankInfo | None = None):
         self.info = init_distributed(engine_config, info)
         self.rank, self.world_size = self.info.rank, self.info.world_size
-        self.local_rank = self.info.local_rank
+        self.local_rank, self.local_world_size = self.info.local_rank, self.info.local_world_size
         super().__init__(engine_config)
         self.guard = CollectiveGuard(self.info, engine_config.collective_timeout_s)
         self.wrapped: DistributedDataParallel | None = None
         self.find_unused = False
+        self.watchdog: ProgressWatchdog | None = None
+
+    @property
+    def name(self) -> str:
+        return "ddp"
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         self.model, self.optimizer = model.to(self.device), optimizer
@@ -120,6 +132,7 @@ class DDPStrategy(Strategy):
     # ---- the step (split so tests and benchmarks can look at the averaged gradients) ----------
     def backward(self, loss: torch.Tensor) -> None:
         """Backward with the gradient all-reduce (DDP's hooks average over ranks)."""
+        self._entering("the gradient all-reduce")
         try:
             self.scaler.scale(loss).backward()
         except RuntimeError as exc:
@@ -130,15 +143,48 @@ class DDPStrategy(Strategy):
         return {name: p.grad.detach().clone(memory_format=torch.contiguous_format)
                 for name, p in self.model.named_parameters() if p.grad is not None}
 
+    # ---- progress watchdog --------------------------------------------------------------------
+    def _entering(self, what: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.entered(what)
+
+    def progress(self, step: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.tick(step)
+
+    @contextlib.contextmanager
+    def watching(self):
+        """Run the progress watchdog (mmdist.engine.watchdog) while the training loop runs."""
+        store = connect_store(self.info.master_addr, self.info.master_port)
+        self.watchdog = ProgressWatchdog(store, self.rank, self.world_size,
+                                         self.config.collective_timeout_s,
+                                         run_id=str(next(_WATCH_RUNS))).start()
+        try:
+            yield self.watchdog
+        finally:
+            self.watchdog.stop()
+            self.watchdog = None
+
     # ---- collectives ------------------------------------------------------------------------
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        self._entering("an all-reduce")
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         except RuntimeError as exc:
             raise self.guard.fail("an all-reduce", exc) from exc
         return tensor
 
+    def all_gather_object(self, obj) -> list:
+        self._entering("an all-gather")
+        out = [None] * self.world_size
+        try:
+            dist.all_gather_object(out, obj)
+        except RuntimeError as exc:
+            raise self.guard.fail("an all-gather", exc) from exc
+        return out
+
     def barrier(self) -> None:
+        self._entering("a barrier")
         try:
             if self.device.type == "cuda":
                 dist.barrier(device_ids=[self.device.index])

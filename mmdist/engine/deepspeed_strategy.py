@@ -8,6 +8,11 @@ states is filled in here and may not be repeated in the JSON (mmdist.config chec
 - precision comes from ``engine.precision`` as DeepSpeed's ``torch_autocast`` (bf16 or fp16):
   the master weights stay fp32 as under DDP, the same autocast runs the forward, and fp16 gets
   DeepSpeed's GradScaler. The model's saliency keeps its own fixed inner scale.
+- gradients are reduced in fp32, as DDP reduces them. DeepSpeed's torch_autocast would mark
+  every Linear/Conv parameter for reduction in the autocast dtype (its
+  ``lower_precision_safe_modules`` default), and ``communication_data_type`` does not apply to
+  marked parameters; the list is therefore set empty, unless ``engine.low_precision_reduce``
+  asks for DeepSpeed's default (half the gradient traffic, about 3 significant digits less).
 - the optimizer is the trainer's torch Adam (passing it skips DeepSpeed's fused-Adam build; ZeRO
   then needs ``zero_allow_untested_optimizer``), and the trainer's StepLR drives its lr.
 - the batch is the trainer's: one micro-batch per step, no gradient accumulation.
@@ -37,7 +42,7 @@ from mmdist.engine.precision import grad_scaler
 AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
-def deepspeed_settings(path: str, precision: str) -> dict:
+def deepspeed_settings(path: str, precision: str, low_precision_reduce: bool = False) -> dict:
     """The DeepSpeed config dict for ``path`` with mmdist's batch, optimizer and precision."""
     settings = read_deepspeed_json(path)
     settings.setdefault("train_micro_batch_size_per_gpu", 1)  # batches are the trainer's own
@@ -46,6 +51,9 @@ def deepspeed_settings(path: str, precision: str) -> dict:
     settings.setdefault("steps_per_print", 2**31 - 1)  # the trainer logs; keep DeepSpeed quiet
     if precision in AUTOCAST_DTYPES:
         settings["torch_autocast"] = {"enabled": True, "dtype": AUTOCAST_DTYPES[precision]}
+        if not low_precision_reduce:
+            # No module's parameters are marked for low-precision reduction: all reduce in fp32.
+            settings["torch_autocast"]["lower_precision_safe_modules"] = []
     return settings
 
 
@@ -66,9 +74,14 @@ class DeepSpeedStrategy(DDPStrategy):
         deepspeed.init_distributed(dist_backend=backend_for(self.device), auto_mpi_discovery=False,
                                    timeout=timedelta(seconds=engine_config.collective_timeout_s),
                                    verbose=False)
-        self.settings = deepspeed_settings(engine_config.deepspeed_config, self.precision)
+        self.settings = deepspeed_settings(engine_config.deepspeed_config, self.precision,
+                                           engine_config.low_precision_reduce)
         self.engine = None
         self.saved_step: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "deepspeed"
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         import deepspeed
@@ -89,6 +102,7 @@ class DeepSpeedStrategy(DDPStrategy):
                 or getattr(self.engine.optimizer, "torch_autocast_gradscaler", None))
 
     def backward(self, loss: torch.Tensor) -> None:
+        self._entering("the gradient reduction")
         try:
             self.engine.backward(loss)
         except RuntimeError as exc:
@@ -135,16 +149,15 @@ class DeepSpeedStrategy(DDPStrategy):
         self.barrier()
         self.saved_step = step
 
-    def latest_checkpoint(self, run_dir):
-        """The newest step_XXXXXXXX.pt with its DeepSpeed shards folder beside it (else the
-        newest .pt, which load_checkpoint refuses with a message: it is not DeepSpeed's)."""
-        found = [path for _, path in ckpt.list_checkpoints(run_dir)]
+    def checkpoints_newest_first(self, run_dir) -> list:
+        """The step_XXXXXXXX.pt files with their DeepSpeed shards folder beside them, newest
+        first (else every .pt, which load_checkpoint refuses with a message: not DeepSpeed's)."""
+        found = [path for _, path in reversed(ckpt.list_checkpoints(run_dir))]
         complete = [path for path in found if path.with_suffix("").is_dir()]
-        return (complete or found or [None])[-1]
+        return complete or found
 
-    def load_checkpoint(self, path) -> dict:
+    def restore(self, state: dict, path) -> dict:
         path = Path(path)
-        state = ckpt.load_checkpoint(path, map_location="cpu")
         tag = state.get("deepspeed_tag")
         if tag is None or not (path.parent / tag).is_dir():
             raise RuntimeError(f"{path}: no DeepSpeed shards beside it (expected folder "

@@ -52,6 +52,8 @@ class RankInfo:
     master_port: int
     source: str
     """Which launcher's variables were read: 'torchrun', 'env', 'mpi', 'slurm' or 'single'."""
+    local_world_size: int = 1
+    """Ranks on this node (sizes the CPU threads of each; 1 when the launcher does not say)."""
 
     @property
     def is_distributed(self) -> bool:
@@ -142,20 +144,22 @@ def _from_env(env: Mapping[str, str]) -> RankInfo:
     if world > 1 and "MASTER_PORT" not in env:
         raise RankDiscoveryError(f"RANK={rank} WORLD_SIZE={world} are set but MASTER_PORT is not")
     return RankInfo(rank, world, _int(env, "LOCAL_RANK", rank), env.get("MASTER_ADDR", LOOPBACK),
-                    _int(env, "MASTER_PORT", 29500), source)
+                    _int(env, "MASTER_PORT", 29500), source,
+                    _int(env, "LOCAL_WORLD_SIZE", _slurm_local_tasks(env, world)))
 
 
 def _from_open_mpi(env: Mapping[str, str]) -> RankInfo:
     rank = _int(env, "OMPI_COMM_WORLD_RANK")
     world = _int(env, "OMPI_COMM_WORLD_SIZE")
     local = _int(env, "OMPI_COMM_WORLD_LOCAL_RANK", rank)
-    one_node = _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", world) == world
+    local_size = _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", world)
+    one_node = local_size == world
     addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     if addr is None and one_node:
         addr = LOOPBACK
     if addr is None or port is None:
         addr, port = _mpi_broadcast_master(addr)
-    return RankInfo(rank, world, local, addr, int(port), "mpi")
+    return RankInfo(rank, world, local, addr, int(port), "mpi", local_size)
 
 
 def _from_pmi(env: Mapping[str, str]) -> RankInfo:
@@ -164,7 +168,8 @@ def _from_pmi(env: Mapping[str, str]) -> RankInfo:
     addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     if addr is None or port is None:
         addr, port = _mpi_broadcast_master(addr)
-    return RankInfo(rank, world, local, addr, int(port), "mpi")
+    return RankInfo(rank, world, local, addr, int(port), "mpi",
+                    _int(env, "MPI_LOCALNRANKS", _int(env, "PMI_LOCAL_SIZE", world)))
 
 
 def _mpi_broadcast_master(addr: Optional[str]) -> tuple[str, int]:
@@ -199,7 +204,18 @@ def _from_slurm(env: Mapping[str, str]) -> RankInfo:
         port = _int(env, "MASTER_PORT")
     else:
         port = slurm_port(_int(env, "SLURM_JOB_ID", _int(env, "SLURM_JOBID", 0)))
-    return RankInfo(rank, world, local, addr, port, "slurm")
+    return RankInfo(rank, world, local, addr, port, "slurm", _slurm_local_tasks(env, world))
+
+
+def _slurm_local_tasks(env: Mapping[str, str], default: int) -> int:
+    """Tasks on this node from SLURM_TASKS_PER_NODE-style values ('8(x4)' or '2,1'), where the
+    first group is this node's count only when all nodes agree; else ``default``."""
+    for name in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        raw = env.get(name, "")
+        match = re.fullmatch(r"(\d+)(\(x\d+\))?", raw)
+        if match:
+            return int(match.group(1))
+    return default
 
 
 def discover_ranks(environ: Optional[Mapping[str, str]] = None) -> RankInfo:
@@ -219,10 +235,12 @@ def discover_ranks(environ: Optional[Mapping[str, str]] = None) -> RankInfo:
         info = _from_slurm(env)
     else:
         info = RankInfo(0, 1, 0, env.get("MASTER_ADDR", LOOPBACK),
-                        _int(env, "MASTER_PORT", 0) or free_port(), "single")
+                        _int(env, "MASTER_PORT", 0) or free_port(), "single", 1)
     if not 0 <= info.rank < info.world_size:
         raise RankDiscoveryError(f"{info.source}: rank {info.rank} is outside world size "
                                  f"{info.world_size}")
+    if info.local_world_size < 1:
+        raise RankDiscoveryError(f"{info.source}: local world size {info.local_world_size} < 1")
     if info.local_rank < 0:
         raise RankDiscoveryError(f"{info.source}: local rank {info.local_rank} is negative")
     return info
@@ -239,6 +257,21 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def process_group_timeout_s(engine_config, device: torch.device) -> float:
+    """The process group's own collective timeout.
+
+    gloo raises a Python error when a collective times out, which mmdist.engine.ddp turns into a
+    message naming the silent ranks, so gloo gets ``engine.collective_timeout_s`` itself. NCCL
+    instead aborts the process from its own watchdog thread, with a message that names no rank;
+    it gets a grace period on top so that mmdist's progress watchdog (mmdist.engine.watchdog),
+    armed at ``engine.collective_timeout_s``, reports first.
+    """
+    timeout = engine_config.collective_timeout_s
+    if device.type == "cuda":
+        return timeout + max(30.0, 0.1 * timeout)
+    return timeout
+
+
 def init_distributed(engine_config, info: Optional[RankInfo] = None) -> RankInfo:
     """Discover this rank, export its variables and start the default process group.
 
@@ -246,7 +279,7 @@ def init_distributed(engine_config, info: Optional[RankInfo] = None) -> RankInfo
     idempotent: a process group that already exists is kept. With a CUDA device the local rank's
     GPU becomes the current device before nccl starts.
     """
-    from mmdist.engine.strategies import resolve_device
+    from mmdist.engine.devices import resolve_device
 
     info = info or discover_ranks()
     export_rank_env(info)
@@ -257,7 +290,8 @@ def init_distributed(engine_config, info: Optional[RankInfo] = None) -> RankInfo
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend_for(device), init_method="env://", rank=info.rank,
                                 world_size=info.world_size,
-                                timeout=timedelta(seconds=engine_config.collective_timeout_s),
+                                timeout=timedelta(seconds=process_group_timeout_s(
+                                    engine_config, device)),
                                 **kwargs)
     return info
 

@@ -3,30 +3,35 @@
 RUN_DIR (config.output_dir) receives config.yaml (the resolved config), tb/ (TensorBoard),
 checkpoints/ (atomic, rotated) and summary.json. Which engine runs the backward (single process,
 DDP, DeepSpeed), which backend makes the views (torch, DALI) and which launcher started the
-process are all decided elsewhere; the loop below is the same for each.
+process are all decided elsewhere; the loop below is the same for each. What a run means at any
+rank count (batch, epochs, learning rate) is mmdist.engine.schedule; its seeds mmdist.engine.rng.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 import os
 import signal
-import time
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from mmdist.augment.sources import build_step_source
 from mmdist.config import Config, dump_config
-from mmdist.data.sources import build_task_data
+from mmdist.data.sources import build_task_data, epoch_pool
 from mmdist.data.streams import iterate_steps
 from mmdist.engine import checkpoint as ckpt
+from mmdist.engine import rng
+from mmdist.engine.clock import TrainingClock
+from mmdist.engine.devices import configure_numerics, threads_per_rank
 from mmdist.engine.precision import autocast
+from mmdist.engine.schedule import batch_per_rank, plan_run
+from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
-from mmdist.engine.strategies import Strategy, build_strategy
+from mmdist.engine.strategies import build_strategy
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
 from mmdist.model import VARIANTS, build_model
@@ -36,46 +41,28 @@ STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 --signal; USR1 is left alone because NCCL uses it)."""
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def flat_hparams(config: Config) -> dict:
+def flat_hparams(config: Config, plan) -> dict:
     return {"variant": config.model.variant, "saliency": config.model.resolved_saliency,
             "cls_labeled": str(config.data.budget.classification_labeled),
             "seg_labeled": str(config.data.budget.segmentation_labeled), "seed": config.seed,
-            "lr": config.optim.lr, "batch_size": config.data.batch_size,
-            "image_size": config.data.image_size, "precision": config.engine.precision,
-            "strategy": config.engine.strategy, "max_steps": config.trainer.max_steps}
+            "lr": config.optim.lr, "batch_size": plan.batch_per_rank,
+            "global_batch_size": plan.global_batch, "image_size": config.data.image_size,
+            "precision": config.engine.precision, "strategy": config.engine.strategy,
+            "ranks": plan.world_size, "max_steps": plan.max_steps}
 
 
 class Trainer:
     def __init__(self, config: Config, strategy: Strategy | None = None):
-        self.config = config
+        # A copy: the per-rank batch below is written into it, and callers may reuse theirs.
+        self.config = config = copy.deepcopy(config)
         self.spec = VARIANTS[config.model.variant]
-        if config.trainer.threads:
-            torch.set_num_threads(config.trainer.threads)
-        if config.trainer.deterministic:
-            torch.use_deterministic_algorithms(True)
+        configure_numerics(config.engine, config.trainer.deterministic)  # before any CUDA kernel
         self.strategy = strategy or build_strategy(config.engine)
+        self.threads = threads_per_rank(config.trainer.threads, self.strategy.local_world_size)
+        torch.set_num_threads(self.threads.threads)
+        config.data.batch_size = batch_per_rank(config.data, self.strategy.world_size)
         self.run_dir = Path(config.output_dir)
         self.stop_requested = False
-
-    # ---- set-up ------------------------------------------------------------------------------
-    def _resume_path(self) -> Path | None:
-        resume = self.config.trainer.resume
-        if resume is False or resume in ("", "false", "False"):
-            return None
-        if resume is True or resume in ("true", "True", "latest"):
-            return self.strategy.latest_checkpoint(self.run_dir)
-        path = Path(resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"trainer.resume: checkpoint not found: {path}")
-        return path
 
     def _request_stop(self, signum, _frame) -> None:
         self.stop_requested = True
@@ -84,43 +71,92 @@ class Trainer:
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._request_stop)
 
-    def _build(self):
+    # ---- set-up ------------------------------------------------------------------------------
+    def _build(self) -> None:
         config, strategy = self.config, self.strategy
-        seed_everything(config.seed)
         self.task_data = build_task_data(config, self.spec.tasks)
+        pool = epoch_pool(config, self.task_data)
+        self.plan = plan_run(config, strategy.world_size, pool.images, pool.description)
         self.source = build_step_source(config, self.task_data, self.spec.streams, strategy.rank,
                                         strategy.world_size)
-        self.steps_per_epoch = config.trainer.steps_per_epoch or self.source.steps_per_epoch()
+        rng.seed_all(config.seed)  # the same initial weights on every rank and at any rank count
         model = build_model(config.model)
+        rng.seed_rank(config.seed, strategy.rank)  # from here on, each rank draws its own stream
         if config.engine.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.params = sum(p.numel() for p in model.parameters())
-        ranks = strategy.world_size
-        scale = {"none": 1.0, "linear": float(ranks), "sqrt": math.sqrt(ranks)}[config.optim.scale_lr]
-        self.lr = config.optim.lr * scale
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr,
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.plan.lr,
                                      weight_decay=config.optim.weight_decay)
         self.model = strategy.setup(model, optimizer)
         self.optimizer = strategy.optimizer
         self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=config.optim.lr_step_epochs * self.steps_per_epoch,
-            gamma=config.optim.lr_gamma)
-        self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main)
+            self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
+
+    def _resume_candidates(self) -> tuple[list[Path], bool]:
+        """(checkpoints to try, newest first; whether the user named one explicitly)."""
+        resume = self.config.trainer.resume
+        if resume is False or resume in ("", "false", "False"):
+            return [], False
+        if resume is True or resume in ("true", "True", "latest"):
+            return self.strategy.checkpoints_newest_first(self.run_dir), False
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"trainer.resume: checkpoint not found: {path}")
+        return [path], True
 
     def _restore(self) -> int:
-        path = self._resume_path()
-        if path is None:
+        """Resume from the newest readable checkpoint; an unreadable one is named in a warning,
+        set aside as *.pt.corrupt (so rotation never keeps it over good ones) and skipped."""
+        candidates, explicit = self._resume_candidates()
+        bad: list[tuple[Path, str]] = []
+        state = None
+        for path in candidates:
+            try:
+                raw = ckpt.load_checkpoint(path, map_location="cpu")
+            except (RuntimeError, FileNotFoundError) as exc:
+                if explicit:
+                    raise
+                bad.append((path, str(exc)))
+                continue
+            state = self.strategy.restore(raw, path)
+            break
+        for path, reason in bad:
+            warnings.warn(f"trainer.resume: skipping unreadable checkpoint {path}: {reason}")
+        if bad:
+            self.strategy.barrier()  # every rank has given up on them before rank 0 moves them
+            if self.strategy.is_main:
+                for path, _ in bad:
+                    ckpt.set_aside(path)
+        if state is None:
+            if bad:
+                raise RuntimeError("trainer.resume: no readable checkpoint in "
+                                   f"{ckpt.checkpoint_dir(self.run_dir)} (tried "
+                                   f"{', '.join(p.name for p, _ in bad)})")
             return 0
-        state = self.strategy.load_checkpoint(path)
         self.scheduler.load_state_dict(state["scheduler"])
-        ckpt.restore_rng_state(state["rng"])
-        return int(state["step"])
+        step = int(state["step"])
+        rng.restore_for_rank(state, self.strategy.rank, self.strategy.world_size,
+                             self.config.seed, step, self.strategy.device)
+        return step
 
     def save(self, step: int) -> None:
-        """Checkpoint through the strategy (rank 0 writes, the others wait; DeepSpeed: every rank)."""
-        self.strategy.save_checkpoint(self.run_dir, step, {"scheduler": self.scheduler.state_dict(),
-                                                           "config": self.config.to_dict()},
+        """Checkpoint through the strategy, with every rank's random states."""
+        states = self.strategy.all_gather_object(rng.capture(self.strategy.device))
+        self.strategy.save_checkpoint(self.run_dir, step,
+                                      {"scheduler": self.scheduler.state_dict(),
+                                       "config": self.config.to_dict(), "rng_per_rank": states},
                                       keep=self.config.trainer.keep_checkpoints)
+
+    def _announce(self, start: int) -> None:
+        """One line at start: how this run is laid out (rank 0, stdout)."""
+        if not self.strategy.is_main:
+            return
+        s, p = self.strategy, self.plan
+        print(f"mmdist: {self.config.model.variant} on {s.world_size} rank(s) ({s.name}), "
+              f"device {s.device}, {self.threads.threads} CPU thread(s) per rank "
+              f"({self.threads.source}); {p.batch_per_rank} images per stream per rank, "
+              f"{p.global_batch} global; {p.steps_per_epoch} steps per epoch "
+              f"({p.epoch_description}); steps {start}..{p.max_steps}, lr {p.lr:g}", flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -130,20 +166,50 @@ class Trainer:
             dump_config(config, self.run_dir / "config.yaml")
         self._build()
         start = self._restore()
-        tc = config.trainer
+        self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main,
+                                        purge_step=start or None)
+        self.logger.scalars(self.plan.as_scalars(), start, "setup/")
+        self._announce(start)
+        with strategy.watching():
+            step, last_val, clock = self._loop(start)
+        max_steps = self.plan.max_steps
+        status = "completed" if step >= max_steps else "preempted"
+        if status == "completed":
+            last_val = self._validate(step)
+            latest = strategy.latest_checkpoint(self.run_dir)
+            if latest is None or ckpt.checkpoint_path(self.run_dir, step) != latest:
+                self.save(step)
+        seconds = clock.seconds
+        summary = {"status": status, "steps": step, "start_step": start,
+                   "images_per_s": clock.images * strategy.world_size / seconds if seconds else 0.0,
+                   "train_seconds": seconds, "params": self.params, "variant": config.model.variant,
+                   "saliency": config.model.resolved_saliency, "ranks": strategy.world_size,
+                   "strategy": strategy.name, "device": str(strategy.device),
+                   "threads_per_rank": self.threads.threads,
+                   "batch_per_rank": self.plan.batch_per_rank,
+                   "global_batch_per_stream": self.plan.global_batch,
+                   "steps_per_epoch": self.plan.steps_per_epoch,
+                   "skipped_steps": strategy.skipped_steps, **last_val}
         if strategy.is_main:
-            self.logger.scalars({"global_batch_per_stream": config.data.batch_size * strategy.world_size,
-                                 "lr_scaled": self.lr, "ranks": strategy.world_size}, start, "setup/")
-        progress = tqdm(total=tc.max_steps, initial=start, disable=not (tc.progress and strategy.is_main),
+            if status == "completed":
+                self.logger.hparams(flat_hparams(config, self.plan),
+                                    {f"hparam/{k}": v for k, v in last_val.items()})
+            _atomic_json(summary, self.run_dir / "summary.json")
+        self.logger.close()
+        return summary
+
+    def _loop(self, start: int):
+        config, strategy, tc = self.config, self.strategy, self.config.trainer
+        max_steps = self.plan.max_steps
+        progress = tqdm(total=max_steps, initial=start,
+                        disable=not (tc.progress and strategy.is_main),
                         desc=f"{config.model.variant}", dynamic_ncols=True)
-        images_done, seconds = 0, 0.0
-        step = start
-        last_val: dict[str, float] = {}
-        window_start, window_images = time.perf_counter(), 0
+        clock = TrainingClock(strategy.synchronize)
+        step, last_val = start, {}
         self.model.train()
-        batches = iterate_steps(self.source, start, tc.max_steps, config.data.workers)
-        for batch in batches:
-            tick = time.perf_counter()
+        clock.start()
+        for batch in iterate_steps(self.source, start, max_steps, config.data.workers,
+                                   config.data.worker_start):
             batch = batch.to(strategy.device, non_blocking=True,
                              channels_last=config.engine.channels_last)
             with autocast(strategy.device, strategy.precision):
@@ -154,54 +220,45 @@ class Trainer:
                 # A step the fp16 GradScaler skipped does not advance the schedule either.
                 self.scheduler.step()
             step += 1
-            seconds += time.perf_counter() - tick
-            images_done += batch.image_count
-            window_images += batch.image_count
+            strategy.progress(step)
+            clock.add_images(batch.image_count)
             progress.update(1)
             if tc.log_every and step % tc.log_every == 0:
-                now = time.perf_counter()
-                rate = window_images * strategy.world_size / max(now - window_start, 1e-9)
-                window_start, window_images = now, 0
-                if strategy.world_size > 1:  # log the mean over ranks, not rank 0's shard
-                    names = list(terms)
-                    summed = strategy.all_reduce_sum(torch.stack([terms[k].float() for k in names]))
-                    terms = dict(zip(names, summed / strategy.world_size))
-                self.logger.scalars({k: v.item() for k, v in terms.items()}, step, "train/")
-                self.logger.scalars({"lr": self.scheduler.get_last_lr()[0], "images_per_s": rate,
-                                     "skipped_steps": strategy.skipped_steps}, step, "perf/")
-                progress.set_postfix(loss=f"{terms['total'].item():.3f}")
+                self._log_scalars(terms, step, clock.window_rate() * strategy.world_size, progress)
             if tc.image_log_every and step % tc.image_log_every == 0:
+                clock.pause()
                 self._log_images(batch, step)
-            if tc.val_every and step % tc.val_every == 0 and step < tc.max_steps:
-                last_val = validate(self.model_for_eval(), self.task_data, self.spec, strategy,
-                                    config.data.eval_batch_size, config.data.image_size)
-                self.logger.scalars(_val_tags(last_val), step, "val/")
+            if tc.val_every and step % tc.val_every == 0 and step < max_steps:
+                clock.pause()
+                last_val = self._validate(step)
             stopping = self._stop_agreed()
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or stopping:
+                clock.pause()
                 self.save(step)
+            clock.resume()
             if stopping:
                 break
+        clock.pause()
         progress.close()
-        status = "completed" if step >= tc.max_steps else "preempted"
-        if status == "completed":
-            last_val = validate(self.model_for_eval(), self.task_data, self.spec, strategy,
-                                config.data.eval_batch_size, config.data.image_size)
-            self.logger.scalars(_val_tags(last_val), step, "val/")
-            latest = strategy.latest_checkpoint(self.run_dir)
-            if latest is None or ckpt.checkpoint_path(self.run_dir, step) != latest:
-                self.save(step)
-        summary = {"status": status, "steps": step, "start_step": start,
-                   "images_per_s": images_done * strategy.world_size / seconds if seconds else 0.0,
-                   "train_seconds": seconds, "params": self.params, "variant": config.model.variant,
-                   "saliency": config.model.resolved_saliency, "ranks": strategy.world_size,
-                   "skipped_steps": strategy.skipped_steps, **last_val}
-        if strategy.is_main:
-            if status == "completed":
-                self.logger.hparams(flat_hparams(config),
-                                    {f"hparam/{k}": v for k, v in last_val.items()})
-            _atomic_json(summary, self.run_dir / "summary.json")
-        self.logger.close()
-        return summary
+        return step, last_val, clock
+
+    def _log_scalars(self, terms: dict, step: int, rate: float, progress) -> None:
+        strategy = self.strategy
+        if strategy.world_size > 1:  # log the mean over ranks, not rank 0's shard
+            names = list(terms)
+            summed = strategy.all_reduce_sum(torch.stack([terms[k].float() for k in names]))
+            terms = dict(zip(names, summed / strategy.world_size))
+        self.logger.scalars({k: v.item() for k, v in terms.items()}, step, "train/")
+        self.logger.scalars({"lr": self.scheduler.get_last_lr()[0], "images_per_s": rate,
+                             "skipped_steps": strategy.skipped_steps}, step, "perf/")
+        progress.set_postfix(loss=f"{terms['total'].item():.3f}")
+
+    def _validate(self, step: int) -> dict:
+        metrics = validate(self.model_for_eval(), self.task_data, self.spec, self.strategy,
+                           self.config.data.eval_batch_size, self.config.data.image_size,
+                           on_chunk=lambda: self.strategy.progress(step))
+        self.logger.scalars(_val_tags(metrics), step, "val/")
+        return metrics
 
     def model_for_eval(self):
         return self.strategy.unwrap()

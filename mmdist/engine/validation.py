@@ -20,8 +20,10 @@ def _batches(indices: np.ndarray, batch_size: int):
 
 @torch.no_grad()
 def validate(model, task_data, spec, strategy, eval_batch_size: int, image_size: int,
-             split: str = "val") -> dict[str, float]:
-    """Return {'val_acc', 'val_dice'} (only those the variant has) over the named split."""
+             split: str = "val", on_chunk=None) -> dict[str, float]:
+    """Return {'val_acc', 'val_dice'} (only those the variant has) over the named split.
+    ``on_chunk()`` is called after each batch (the trainer tells its watchdog it is alive)."""
+    on_chunk = on_chunk or (lambda: None)
     device = strategy.device
     was_training = model.training
     model.eval()
@@ -35,6 +37,7 @@ def validate(model, task_data, spec, strategy, eval_batch_size: int, image_size:
             targets = torch.from_numpy(np.asarray(task.imageset.labels)[chunk])
             sums[0] += (logits.argmax(1).cpu() == targets).sum().item()
             sums[1] += len(chunk)
+            on_chunk()
     if spec.decoder and task_data.segmentation is not None:
         task = task_data.segmentation
         mine = getattr(task.split, split)[strategy.rank::strategy.world_size]
@@ -48,6 +51,7 @@ def validate(model, task_data, spec, strategy, eval_batch_size: int, image_size:
             dice = torch.where(total > 0, 2 * intersection / total.clamp_min(1), torch.ones_like(total))
             sums[2] += dice.sum().item()
             sums[3] += len(chunk)
+            on_chunk()
     sums = strategy.all_reduce_sum(sums.to(device)).cpu()
     model.train(was_training)
     out = {}

@@ -36,7 +36,7 @@ from mmdist.data.splits import mask_flags
 from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.data.synthetic import synthetic_imageset
 from mmdist.engine.checkpoint import find_latest_checkpoint, load_checkpoint
-from mmdist.engine.strategies import resolve_device
+from mmdist.engine.devices import resolve_device
 from mmdist.evaluation import plots
 from mmdist.evaluation.metrics import (
     PerImageRecords, classification_metrics, segmentation_metrics, segmentation_scores)

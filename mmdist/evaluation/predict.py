@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mmdist.config import ConfigError
 from mmdist.data.imageset import CLASS_NAMES
 from mmdist.data.imaging import CorruptImage, decode_gray, resize_gray
 from mmdist.data.streams import to_model_input
-from mmdist.engine.strategies import resolve_device
+from mmdist.engine.devices import resolve_device
 from mmdist.evaluation.evaluate import load_model
 from mmdist.model.saliency import input_saliency
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         model, config, _ = load_model(args.checkpoint, device)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ConfigError) as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
     out_dir = Path(args.out)

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from mmdist.config import ConfigError, load_config
-from mmdist.launch.submit import EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor, follow
+from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor, follow,
+                                  resolve_cpus_per_task)
 
 
 def parse_args(argv):
@@ -29,7 +30,9 @@ def parse_args(argv):
     parser.add_argument("--gpus-per-node", type=int, default=0)
     parser.add_argument("--tasks-per-node", type=int, default=None,
                         help="ranks per node (default: one per GPU, or 1 without GPUs)")
-    parser.add_argument("--cpus-per-task", type=int, default=1)
+    parser.add_argument("--cpus-per-task", type=int, default=None,
+                        help="CPUs (and torch threads) per rank; default: a node's CPUs divided "
+                             "among its ranks")
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)
     parser.add_argument("--time", type=int, default=60, dest="time_min", help="time limit, minutes")
@@ -62,10 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"argument error: {exc}", file=sys.stderr)
         return 2
     ranks = options.nodes * options.ranks_per_node
-    if ranks > 1 and config.engine.strategy == "single":
-        print(f"argument error: {ranks} ranks need engine.strategy=ddp or deepspeed "
-              "(engine.strategy is 'single')", file=sys.stderr)
+    from mmdist.data.records import DatasetError
+    from mmdist.data.sources import check_source_paths
+    from mmdist.engine.strategies import LaunchError, resolved_strategy_name
+
+    try:
+        resolved_strategy_name(config.engine, ranks)
+        check_source_paths(config)  # before the job waits in a queue only to fail at start
+    except (LaunchError, DatasetError) as exc:
+        print(f"launch: {exc}", file=sys.stderr)
         return 2
+    cpus, why = resolve_cpus_per_task(options, local=args.local)
     # The job may start in another folder: pin the run directory now.
     config.output_dir = str(Path(config.output_dir).resolve())
     run_dir = Path(config.output_dir)
@@ -76,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{options.nodes} node{'s' if options.nodes > 1 else ''})")
     print(f"stdout:      {task0.paths.stdout}")
     print(f"stderr:      {task0.paths.stderr}")
+    print(f"cpus/rank:   {cpus} ({why}; the torch threads of each rank)")
     print(f"run dir:     {run_dir}")
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     sys.stdout.flush()

@@ -124,7 +124,9 @@ class SlurmOptions:
     gpus_per_node: int = 0
     tasks_per_node: Optional[int] = None
     """Ranks per node; None means one per GPU (or 1 without GPUs)."""
-    cpus_per_task: int = 1
+    cpus_per_task: Optional[int] = None
+    """CPUs per rank; None divides a node's CPUs (the partition's smallest node, from sinfo)
+    among its ranks. Each rank runs that many torch threads (SLURM_CPUS_PER_TASK)."""
     partition: Optional[str] = None
     account: Optional[str] = None
     time_min: int = 60
@@ -138,9 +140,11 @@ class SlurmOptions:
     """More sbatch options (name without dashes -> value), e.g. {'qos': 'high'}."""
 
     def __post_init__(self) -> None:
-        for name in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
+        for name in ("nodes", "time_min", "array_parallelism"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.cpus_per_task is not None and self.cpus_per_task < 1:
+            raise ValueError(f"cpus_per_task: must be >= 1, got {self.cpus_per_task}")
         if self.gpus_per_node < 0:
             raise ValueError(f"gpus_per_node: must be >= 0, got {self.gpus_per_node}")
         if self.tasks_per_node is not None and self.tasks_per_node < 1:
@@ -149,6 +153,34 @@ class SlurmOptions:
     @property
     def ranks_per_node(self) -> int:
         return self.tasks_per_node or max(self.gpus_per_node, 1)
+
+
+def cpus_per_node(partition: Optional[str] = None) -> Optional[int]:
+    """The fewest CPUs of any node in ``partition`` (all partitions when None), from sinfo;
+    None when SLURM cannot say."""
+    command = ["sinfo", "-h", "-o", "%c"] + (["-p", partition] if partition else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    counts = [int(v.rstrip("+")) for v in done.stdout.split() if v.rstrip("+").isdigit()]
+    return min(counts) if done.returncode == 0 and counts else None
+
+
+def resolve_cpus_per_task(options: SlurmOptions, local: bool = False) -> tuple[int, str]:
+    """(CPUs per rank, why): the option when given, else a node's CPUs over its ranks."""
+    if options.cpus_per_task:
+        return options.cpus_per_task, "as asked"
+    ranks = options.ranks_per_node
+    if local:
+        from mmdist.engine.devices import usable_cpus
+
+        node, where = usable_cpus(), "this machine"
+    else:
+        node, where = cpus_per_node(options.partition), "per node (sinfo)"
+    if node is None:
+        return 1, "SLURM did not report the nodes' CPUs; set --cpus-per-task"
+    return max(1, node // ranks), f"{node} CPUs {where} / {ranks} rank(s) per node"
 
 
 def build_executor(folder: str | Path, options: SlurmOptions, local: bool = False):
@@ -160,14 +192,18 @@ def build_executor(folder: str | Path, options: SlurmOptions, local: bool = Fals
     folder = Path(folder)
     if local:
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=options.max_requeues)
+        # gpus_per_node: submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES="")
+        # unless it is told how many the job may use.
         executor.update_parameters(tasks_per_node=options.nodes * options.ranks_per_node,
-                                   timeout_min=options.time_min)
+                                   timeout_min=options.time_min,
+                                   gpus_per_node=options.gpus_per_node)
         return executor
+    cpus_per_task, _ = resolve_cpus_per_task(options)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                      slurm_max_num_timeout=options.max_requeues)
     params: dict[str, Any] = dict(
         name=options.job_name, nodes=options.nodes, tasks_per_node=options.ranks_per_node,
-        cpus_per_task=options.cpus_per_task, timeout_min=options.time_min,
+        cpus_per_task=cpus_per_task, timeout_min=options.time_min,
         slurm_signal_delay_s=90, slurm_array_parallelism=options.array_parallelism,
         slurm_additional_parameters={"requeue": True, **options.extra})
     if options.gpus_per_node:

@@ -8,7 +8,7 @@ import torch
 
 from augment_helpers import assert_batches_equal, data_config, index_task_data
 from mmdist.augment.dali_backend import DaliStepSource
-from mmdist.augment.sources import TorchStepSource
+from mmdist.augment.torch_source import TorchStepSource
 from mmdist.data.sources import build_task_data
 from mmdist.data.streams import CLS_STRONG, CLS_WEAK, CLS_WEAK2, ShardedStream, STREAM_IDS
 from mmdist.model import VARIANTS
@@ -88,7 +88,7 @@ def test_two_ranks_see_disjoint_samples_that_cover_the_epoch():
     seen = {}
     for rank in (0, 1):
         source = DaliStepSource(data, CLS_STREAMS, config, seed=3, rank=rank, world_size=2)
-        steps = source.steps_per_epoch()
+        steps = source.samplers[CLS_WEAK].steps_per_pass
         assert steps == 24 // batch_size
         batches = list(source.iterate(0, 2 * steps))
         ids = [image_ids(b.cls_unlabeled_weak) for b in batches]
@@ -112,7 +112,7 @@ def run_epoch(data, seed, rank, world_size=2):
     config = data_config(size=32, batch_size=4)
     source = DaliStepSource(data, VARIANTS["multimix"].streams, config, seed=seed, rank=rank,
                             world_size=world_size)
-    return list(source.iterate(0, source.steps_per_epoch()))
+    return list(source.iterate(0, source.samplers[CLS_WEAK].steps_per_pass))
 
 
 def test_a_fixed_seed_reproduces_an_epoch_bit_for_bit_and_seeds_and_ranks_differ(built_in_data):

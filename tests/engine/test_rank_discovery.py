@@ -19,7 +19,9 @@ def test_torchrun_variables():
     env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node7",
            "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "abc"}
     info = discover_ranks(env)
-    assert info == type(info)(3, 4, 1, "node7", 29400, "torchrun")
+    # Without LOCAL_WORLD_SIZE every rank is taken to be on this node.
+    assert info == type(info)(3, 4, 1, "node7", 29400, "torchrun", 4)
+    assert discover_ranks({**env, "LOCAL_WORLD_SIZE": "2"}).local_world_size == 2
     assert info.as_env() == {"MASTER_ADDR": "node7", "MASTER_PORT": "29400", "RANK": "3",
                              "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
     # The deepspeed launcher sets the same variables without torch elastic's.
@@ -42,6 +44,7 @@ def test_open_mpi_one_node_uses_loopback():
     info = discover_ranks(env)
     assert (info.rank, info.world_size, info.local_rank, info.source) == (1, 2, 1, "mpi")
     assert (info.master_addr, info.master_port) == ("127.0.0.1", 23456)
+    assert info.local_world_size == 2
 
 
 def test_slurm_variables_and_derived_master():
@@ -51,6 +54,8 @@ def test_slurm_variables_and_derived_master():
     assert (info.rank, info.world_size, info.local_rank, info.source) == (3, 4, 1, "slurm")
     assert info.master_addr == "n1"
     assert info.master_port == slurm_port(123457) == 10000 + 123457 % 20000
+    assert info.local_world_size == 4  # no SLURM_TASKS_PER_NODE: all on one node
+    assert discover_ranks({**env, "SLURM_TASKS_PER_NODE": "2(x2)"}).local_world_size == 2
     # The step's size wins over the allocation's; explicit MASTER_* win over derived ones.
     env.update({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "MASTER_ADDR": "head",
                 "MASTER_PORT": "4000"})

@@ -26,8 +26,14 @@ def summary_of(run_dir: Path) -> dict:
 
 def test_bad_arguments_are_refused_before_submitting(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    assert launch_main(["--nodes", "2", "--config", "configs/tiny.yaml", f"output_dir={tmp_path}"]) == 2
-    assert "2 ranks need engine.strategy=ddp" in capsys.readouterr().err
+    assert launch_main(["--nodes", "2", "--config", "configs/tiny.yaml", "engine.strategy=single",
+                        f"output_dir={tmp_path}"]) == 2
+    assert "engine.strategy=single, but the launcher started 2 ranks" in capsys.readouterr().err
+    assert launch_main(["--config", "configs/tiny.yaml", "data.segmentation.kind=shenzhen",
+                        f"data.segmentation.path={tmp_path}/nowhere", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"data.segmentation.path: shenzhen dataset folder not found: " \
+        f"{tmp_path}/nowhere" in err
     assert launch_main(["--config", "configs/tiny.yaml", "trainer.max_stepz=3"]) == 2
     assert "trainer.max_stepz: unknown key" in capsys.readouterr().err
     assert launch_main(["--nodes", "0", "--config", "configs/tiny.yaml"]) == 2

@@ -1,0 +1,108 @@
+"""Which device a rank runs on, how many CPU threads it uses, and the CUDA numerics switches.
+
+Everything here is decided once per process, before the model or any CUDA kernel exists:
+
+- ``resolve_device``: 'auto' is CUDA when a GPU is visible, else the CPU; rank r of a node takes
+  GPU ``local_rank % device_count``.
+- ``threads_per_rank``: torch's intra-op threads. A rank that leaves it to torch takes every core
+  of the node, so eight ranks on a 64-core node would run 512 threads; the allocation decides
+  instead (see the function).
+- ``configure_numerics``: TF32 and deterministic algorithms. ``CUBLAS_WORKSPACE_CONFIG`` must be
+  in the environment before cuBLAS makes its first handle, or deterministic mode fails at the
+  first matmul; setting it here, before the first CUDA kernel, is early enough.
+- ``synchronize``: timers call it before they read the clock, because CUDA kernels run
+  asynchronously and a clock read without it measures only the launch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+
+CUBLAS_DETERMINISTIC = ":4096:8"
+"""cuBLAS workspace setting that makes its kernels deterministic (torch's documented value)."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' -> a torch.device (CUDA: the local rank's GPU)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("engine.device=cuda but no CUDA device is visible")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which SLURM and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    threads: int
+    source: str
+    """Where the number came from: 'trainer.threads', 'SLURM_CPUS_PER_TASK', 'OMP_NUM_THREADS'
+    or 'cpus/ranks' (this process's usable CPUs over the ranks on its node)."""
+
+
+def threads_per_rank(configured: int, local_world_size: int,
+                     environ: Optional[Mapping[str, str]] = None) -> ThreadChoice:
+    """torch intra-op threads for one rank, first rule that applies:
+
+    1. ``trainer.threads`` when it is > 0;
+    2. SLURM_CPUS_PER_TASK (the CPUs SLURM gave this task);
+    3. OMP_NUM_THREADS when the launcher or the user set it (torchrun sets 1 unless it is set;
+       launch/*.sh set it to the node's CPUs over the ranks);
+    4. the usable CPUs over the ranks on this node (mpirun and the deepspeed launcher set
+       nothing, and every rank would otherwise take every core).
+    """
+    env = os.environ if environ is None else environ
+    if configured > 0:
+        return ThreadChoice(configured, "trainer.threads")
+    for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        raw = env.get(name, "")
+        if raw.isdigit() and int(raw) > 0:
+            return ThreadChoice(int(raw), name)
+    return ThreadChoice(max(1, usable_cpus() // max(1, local_world_size)), "cpus/ranks")
+
+
+def configure_numerics(engine_config, deterministic: bool) -> None:
+    """Apply ``engine.tf32`` and ``trainer.deterministic`` to this process.
+
+    Deterministic mode on CUDA runs torch in warn-only mode: the decoder's bilinear upsampling
+    has no deterministic CUDA backward, so torch warns once and keeps that one kernel (its
+    gradients may differ in the last bits between runs); everything else is deterministic. On
+    the CPU every kernel the model uses is deterministic and strict mode is used.
+    """
+    tf32 = bool(engine_config.tf32)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if not deterministic:
+        return
+    cuda = not engine_config.on_cpu
+    if cuda:
+        current = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+        if current not in (None, CUBLAS_DETERMINISTIC, ":16:8"):
+            warnings.warn(f"CUBLAS_WORKSPACE_CONFIG={current!r} is not deterministic; using "
+                          f"{CUBLAS_DETERMINISTIC}")
+            current = None
+        if current is None:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=cuda)
