@@ -16,6 +16,7 @@ BENCHMARKS = {
     "augment": "weak + strong view throughput of a five-stream step (torch or DALI)",
     "prepare": "mmdist.prepare throughput and memory on a generated pool",
     "ddp": "distributed scaling, communication share and saliency overhead",
+    "eval": "segmentation metrics per image, fast definitions against scikit-image's",
 }
 
 
