@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast system-deps clean
+.PHONY: demo test test-fast gpu-check system-deps clean
 
 # Debian packages the tests use for real (Open MPI for mpi4py and mpirun, SLURM and munge for the
 # cluster tests). Installed only where missing and only as root; elsewhere those tests skip.
@@ -29,6 +29,12 @@ test: $(STAMP)
 # Everything except the slow and cluster checks (for a quick loop while developing).
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not slurm" $(PYTEST_ARGS)
+
+# GPU acceptance (mmdist/gpucheck): the project as it is, with the machine's own Python and torch
+# (>= 2.11); no venv, no install, no download. A table and DIR/gpucheck.json; non-zero on failure.
+GPUCHECK_OUT ?= runs/gpucheck
+gpu-check:
+	PYTHONPATH=. $(PYTHON) -m mmdist.gpucheck --out $(GPUCHECK_OUT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

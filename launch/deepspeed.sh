@@ -10,6 +10,6 @@ shift
 deepspeed=${DEEPSPEED:-$root/.venv/bin/deepspeed}
 [ -x "$deepspeed" ] || deepspeed=deepspeed
 port=${MASTER_PORT:-$(( 20000 + RANDOM % 10000 ))}
-exec "$deepspeed" --num_gpus "${NPROC:-2}" --master_port "$port" --no_local_rank \
+exec "$deepspeed" --num_gpus "$ranks" --master_port "$port" --no_local_rank \
     --module mmdist.train --config "$config" engine.strategy=deepspeed \
     engine.deepspeed_config="${DS_CONFIG:-configs/deepspeed/zero1.json}" "$@"

@@ -8,5 +8,5 @@ source "$(dirname "$0")/common.sh"
 shift
 as_root=()
 [ "$(id -u)" = 0 ] && as_root=(--allow-run-as-root)  # Open MPI refuses root without it
-exec mpirun "${as_root[@]}" --bind-to none -np "${NPROC:-2}" \
+exec mpirun "${as_root[@]}" --bind-to none -x OMP_NUM_THREADS -np "$ranks" \
     "$python" -m mmdist.train --config "$config" engine.strategy=ddp "$@"

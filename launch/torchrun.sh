@@ -7,5 +7,5 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 shift
-exec "$python" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-2}" \
+exec "$python" -m torch.distributed.run --standalone --nproc_per_node "$ranks" \
     -m mmdist.train --config "$config" engine.strategy=ddp "$@"

@@ -18,12 +18,15 @@ USAGE_ERROR = 2
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the input's fault and say so in one line: bad config, missing or broken
-    dataset, a launch that does not fit the engine settings, rank variables, a named checkpoint."""
+    dataset, a launch that does not fit the engine settings, rank variables, a missing or
+    unreadable checkpoint."""
     from mmdist.data.records import DatasetError
+    from mmdist.engine.checkpoint import CheckpointError
     from mmdist.engine.distributed import RankDiscoveryError
     from mmdist.engine.strategies import LaunchError
 
-    return (ConfigError, DatasetError, LaunchError, RankDiscoveryError, FileNotFoundError)
+    return (ConfigError, DatasetError, LaunchError, RankDiscoveryError, CheckpointError,
+            FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

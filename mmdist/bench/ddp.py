@@ -109,11 +109,13 @@ class _Timed:
                 loss, _ = training_losses(self.wrapped, self.batch, VARIANTS[args.variant],
                                           LossConfig(), index)
             strategy.backward_step(loss)
+        strategy.synchronize()  # the step's kernels have run, not just been queued
         if cuda:
-            torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated(strategy.device) / 2**20
             self.peak_mib = max(self.peak_mib, peak)
-        elapsed = torch.tensor([time.perf_counter() - tick], dtype=torch.float64)
+        # On the communication device: NCCL reduces CUDA tensors only.
+        elapsed = torch.tensor([time.perf_counter() - tick], dtype=torch.float64,
+                               device=strategy.device)
         if strategy.world_size > 1:
             import torch.distributed as dist
 
@@ -148,12 +150,16 @@ def _allreduce_seconds(numel: int, device, repeats: int = 10) -> float:
     import torch
     import torch.distributed as dist
 
+    from mmdist.engine.devices import synchronize
+
     buffer = torch.ones(numel, device=device)
     dist.all_reduce(buffer)
+    synchronize(device)
     dist.barrier()
     tick = time.perf_counter()
     for _ in range(repeats):
         dist.all_reduce(buffer)
+    synchronize(device)  # NCCL returns once the reductions are queued, not done
     return (time.perf_counter() - tick) / repeats
 
 

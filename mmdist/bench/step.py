@@ -1,20 +1,27 @@
 """Training-step throughput of one variant on random data (B images per stream, five streams).
 
-Prints img_per_s (all stream images per second), step_s_median, peak_rss_mb and params; with
---compare, the three saliency modes and the reference step structure interleaved in one process,
-with their ratios.
+Prints img_per_s (all stream images per second), step_s_median, peak_rss_mb and params (and, on
+CUDA, peak_gpu_mib: torch.cuda.max_memory_allocated over a step); with --compare, the three
+saliency modes and the reference step structure interleaved in one process, with their ratios.
+Every step is timed between two device synchronisations. ``--device cuda --precision bf16``
+measures a GPU; ``--compile`` runs the encoder, classifier and decoder through torch.compile
+where the saliency mode allows it (none, detached: torch.compile has no double backward, which
+the differentiable saliency needs, so that arm runs eagerly and says so).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
 
 import torch
 
-from mmdist.config import LossConfig, ModelConfig
+from mmdist.config import EngineConfig, LossConfig, ModelConfig
 from mmdist.data.streams import StepBatch
+from mmdist.engine.precision import autocast
+from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.model import VARIANTS, build_model
 
@@ -38,6 +45,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="time none / detached / differentiable and the reference step "
                              "interleaved in one run and print their ratios")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network's parts (saliency none and detached)")
+
+
+COMPILE_REFUSED = {"differentiable": "not compiled: torch.compile has no double backward, which "
+                                     "the differentiable saliency needs"}
+
+
+def compile_parts(model) -> None:
+    """torch.compile the encoder, classifier and decoder in place (the forward's saliency call,
+    torch.autograd.grad on the input, stays eager between them)."""
+    # The saliency's input gradient keeps the encoder graph (retain_graph=True) for the losses'
+    # backward; compiled backwards that donate their buffers refuse a retained graph, and torch
+    # names this switch as the way out.
+    import torch._functorch.config
+
+    torch._functorch.config.donated_buffer = False
+    for name in ("encoder", "classifier", "decoder"):
+        part = getattr(model, name)
+        if part is not None:
+            setattr(model, name, torch.compile(part))
 
 
 def random_batch(streams, batch: int, size: int, generator: torch.Generator) -> StepBatch:
@@ -81,37 +111,54 @@ def reference_style_loss(model, batch: StepBatch, losses: LossConfig):
     return total, {}
 
 
-def _arm(variant: str, saliency: str, width: float, reference: bool, size: int, batch: int,
-         channels_last: bool):
-    """One thing to time: a model, its optimizer, a fixed random batch and its loss function."""
+def _arm(args, saliency: str, reference: bool, channels_last: bool):
+    """One thing to time: a model on its strategy (device, precision), a fixed random batch and
+    its loss function."""
     torch.manual_seed(0)
-    model_config = ModelConfig(variant=variant, saliency=saliency, width=width)
-    spec = VARIANTS[variant]
+    model_config = ModelConfig(variant=args.variant, saliency=saliency, width=args.width)
+    spec = VARIANTS[args.variant]
     model = build_model(model_config)
-    data = random_batch(spec.streams, batch, size, torch.Generator().manual_seed(0))
+    mode = model_config.resolved_saliency
+    data = random_batch(spec.streams, args.batch, args.size, torch.Generator().manual_seed(0))
+    strategy = Strategy(EngineConfig(strategy="single", device=args.device,
+                                     precision=args.precision))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        data = data.to("cpu", channels_last=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data = data.to(strategy.device, channels_last=channels_last)
+    compiled = "eager"
+    if args.compile and not reference:
+        compiled = COMPILE_REFUSED.get(mode, "compiled")
+        if compiled == "compiled":
+            compile_parts(model)
+    wrapped = strategy.setup(model, torch.optim.Adam(model.parameters(), lr=1e-4))
     losses = LossConfig()
     if reference:
-        loss_fn = lambda step: reference_style_loss(model, data, losses)  # noqa: E731
+        loss_fn = lambda step: reference_style_loss(wrapped, data, losses)  # noqa: E731
     else:
-        loss_fn = lambda step: training_losses(model, data, spec, losses, step)  # noqa: E731
-    name = "reference" if reference else model_config.resolved_saliency
+        loss_fn = lambda step: training_losses(wrapped, data, spec, losses, step)  # noqa: E731
+    name = "reference" if reference else mode
     if channels_last:
         name += "_nhwc"
-    return {"name": name, "model": model, "optimizer": optimizer, "loss": loss_fn,
-            "images": data.image_count, "times": []}
+    return {"name": name, "model": model, "strategy": strategy, "loss": loss_fn,
+            "images": data.image_count, "times": [], "peak_gpu_mib": 0.0, "compile": compiled}
 
 
 def _time_step(arm, step: int) -> float:
+    strategy = arm["strategy"]
+    cuda = strategy.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(strategy.device)
+    strategy.synchronize()
     tick = time.perf_counter()
-    loss, _ = arm["loss"](step)
-    loss.backward()
-    arm["optimizer"].step()
-    arm["optimizer"].zero_grad(set_to_none=True)
-    return time.perf_counter() - tick
+    with autocast(strategy.device, strategy.precision):
+        loss, _ = arm["loss"](step)
+    strategy.backward_step(loss)
+    strategy.synchronize()  # the queued kernels have run: the clock measures the work
+    elapsed = time.perf_counter() - tick
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(strategy.device) / 2**20
+        arm["peak_gpu_mib"] = max(arm["peak_gpu_mib"], peak)
+    return elapsed
 
 
 def run(args) -> dict:
@@ -119,19 +166,19 @@ def run(args) -> dict:
     if args.compare:
         if args.variant != "multimix":
             raise SystemExit("--compare times multimix's saliency modes against the reference step")
-        arms = [_arm("multimix", mode, args.width, False, args.size, args.batch, args.channels_last)
+        arms = [_arm(args, mode, False, args.channels_last)
                 for mode in ("none", "detached", "differentiable")]
         if args.channels_last:  # the same step in NCHW too, to show what the memory order does
-            arms.append(_arm("multimix", "detached", args.width, False, args.size, args.batch, False))
+            arms.append(_arm(args, "detached", False, False))
         # The reference structure keeps the authors' default (contiguous NCHW) memory order.
-        arms.append(_arm("multimix", "detached", args.width, True, args.size, args.batch, False))
+        arms.append(_arm(args, "detached", True, False))
     else:
         if args.reference_step and (args.variant != "multimix" or
                                     args.saliency not in ("auto", "detached")):
             raise SystemExit("--reference-step times the authors' MultiMix step: variant multimix, "
                              "saliency detached")
-        arms = [_arm(args.variant, args.saliency, args.width, args.reference_step, args.size,
-                     args.batch, args.channels_last and not args.reference_step)]
+        arms = [_arm(args, args.saliency, args.reference_step,
+                     args.channels_last and not args.reference_step)]
     # Interleave the arms step by step so that they share whatever else the machine is doing.
     for step in range(args.warmup + args.steps):
         for arm in arms:
@@ -139,14 +186,19 @@ def run(args) -> dict:
             if step >= args.warmup:
                 arm["times"].append(elapsed)
     common = {"variant": args.variant, "size": args.size, "batch_per_stream": args.batch,
-              "threads": args.threads, "steps": args.steps,
+              "threads": args.threads, "steps": args.steps, "device": args.device,
+              "precision": args.precision, "load_average_1min": os.getloadavg()[0],
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if args.device == "cuda":
+        common["gpu"] = torch.cuda.get_device_name(arms[0]["strategy"].device)
     results = {}
     for arm in arms:
         median = statistics.median(arm["times"])
         results[arm["name"]] = {"step_s_median": median, "img_per_s": arm["images"] / median,
-                                "images_per_step": arm["images"],
+                                "images_per_step": arm["images"], "compile": arm["compile"],
                                 "params": sum(p.numel() for p in arm["model"].parameters())}
+        if args.device == "cuda":
+            results[arm["name"]]["peak_gpu_mib"] = arm["peak_gpu_mib"]
     if not args.compare:
         only = next(iter(results.values()))
         return {**common, "saliency": arms[0]["name"] if not args.reference_step else "detached",

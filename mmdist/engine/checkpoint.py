@@ -21,6 +21,10 @@ FORMAT = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or is not mmdist's; the message names the file."""
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
@@ -83,7 +87,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which
-        raise RuntimeError(f"{path}: not a readable mmdist checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: not a readable mmdist checkpoint ({exc})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise RuntimeError(f"{path}: not an mmdist checkpoint (format {state.get('format')!r})")
+        raise CheckpointError(f"{path}: not an mmdist checkpoint (format {state.get('format')!r})")
     return state

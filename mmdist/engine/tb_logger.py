@@ -22,8 +22,8 @@ class TensorBoardLogger:
     """Writes RUN_DIR/tb. Every method is a no-op on ranks other than 0."""
 
     def __init__(self, log_dir: str | Path, enabled: bool = True, purge_step: int | None = None):
-        """``purge_step``: a resumed run's first step; events a crashed run logged at or after
-        it are dropped, so TensorBoard shows every step once."""
+        """``purge_step``: the first step a resumed run logs; events a crashed run logged at or
+        after it are dropped, so TensorBoard shows every step once."""
         self.enabled = enabled
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 

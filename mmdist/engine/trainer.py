@@ -113,7 +113,7 @@ class Trainer:
         for path in candidates:
             try:
                 raw = ckpt.load_checkpoint(path, map_location="cpu")
-            except (RuntimeError, FileNotFoundError) as exc:
+            except (ckpt.CheckpointError, FileNotFoundError) as exc:
                 if explicit:
                     raise
                 bad.append((path, str(exc)))
@@ -129,7 +129,7 @@ class Trainer:
                     ckpt.set_aside(path)
         if state is None:
             if bad:
-                raise RuntimeError("trainer.resume: no readable checkpoint in "
+                raise ckpt.CheckpointError("trainer.resume: no readable checkpoint in "
                                    f"{ckpt.checkpoint_dir(self.run_dir)} (tried "
                                    f"{', '.join(p.name for p, _ in bad)})")
             return 0
@@ -166,8 +166,10 @@ class Trainer:
             dump_config(config, self.run_dir / "config.yaml")
         self._build()
         start = self._restore()
+        # Steps are logged as the count of steps done: a run resumed at `start` logs start + 1
+        # first, and whatever a crashed run logged from there on is dropped.
         self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main,
-                                        purge_step=start or None)
+                                        purge_step=start + 1 if start else None)
         self.logger.scalars(self.plan.as_scalars(), start, "setup/")
         self._announce(start)
         with strategy.watching():

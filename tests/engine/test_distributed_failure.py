@@ -19,7 +19,7 @@ from test_distributed_launchers import REPO, check_completed_run, launch_env, ru
 TIMEOUT_S = 20
 
 
-def start_rank(rank: int, port: int, run_dir: Path, log: Path) -> subprocess.Popen:
+def start_rank(rank: int, port: int, run_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
     """One rank started by hand through the generic RANK/WORLD_SIZE variables, so no launcher
     supervises it: what stops the survivor is mmdist's own collective timeout and report."""
     env = dict(launch_env(), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
@@ -27,7 +27,7 @@ def start_rank(rank: int, port: int, run_dir: Path, log: Path) -> subprocess.Pop
     command = [sys.executable, "-m", "mmdist.train", "--config", "configs/tiny.yaml",
                f"output_dir={run_dir}", "engine.strategy=ddp", "trainer.max_steps=200",
                "trainer.checkpoint_every=2", "trainer.image_log_every=0",
-               f"engine.collective_timeout_s={TIMEOUT_S}"]
+               f"engine.collective_timeout_s={TIMEOUT_S}", *extra]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
 

@@ -93,3 +93,29 @@ def test_mixed_precision_runs_on_cpu(tmp_path, precision):
 def test_differentiable_saliency_trains(tmp_path):
     config = tiny_config(tmp_path / "diff", "model.saliency=differentiable", "trainer.max_steps=3")
     assert Trainer(config).fit()["saliency"] == "differentiable"
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_rotation_keeps_the_good_ones(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, "trainer.max_steps=4", "trainer.checkpoint_every=2")).fit()
+    newest = ckpt.checkpoint_path(run, 4)
+    newest.write_bytes(newest.read_bytes()[:200])  # a torn copy, a bad disk block
+    resumed = tiny_config(run, "trainer.max_steps=3", "trainer.checkpoint_every=1",
+                          "trainer.resume=true")
+    with pytest.warns(UserWarning, match=r"skipping unreadable checkpoint .*step_00000004\.pt"):
+        summary = Trainer(resumed).fit()
+    assert summary["start_step"] == 2 and summary["steps"] == 3
+    # The torn file is set aside, not counted: rotation (keep 2) kept 2 and 3, both good.
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 3]
+    assert (run / "checkpoints" / "step_00000004.pt.corrupt").is_file()
+    for step in (2, 3):
+        ckpt.load_checkpoint(ckpt.checkpoint_path(run, step))
+
+
+def test_resume_with_only_corrupt_checkpoints_says_so(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, "trainer.max_steps=2", "trainer.checkpoint_every=2")).fit()
+    only = ckpt.checkpoint_path(run, 2)
+    only.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no readable checkpoint"):
+        Trainer(tiny_config(run, "trainer.max_steps=4", "trainer.resume=true")).fit()

@@ -1,0 +1,104 @@
+"""``python -m mmdist.train`` as a user runs it: preemption signals without SLURM, and input
+errors that print one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mmdist.engine import checkpoint as ckpt
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+QUIET = ["trainer.image_log_every=0", "trainer.val_every=0", "trainer.log_every=1"]
+
+
+def clean_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    # Raw datasets are prepared under ~/.cache/mmdist on first use: keep that in the test.
+    return {**env, "HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+
+
+def train(tmp_path: Path, *overrides: str, **kwargs):
+    command = [sys.executable, "-m", "mmdist.train", "--config", str(TINY), *overrides]
+    return subprocess.run(command, cwd=REPO, env=clean_env(tmp_path), capture_output=True,
+                          text=True, timeout=600, **kwargs)
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.step for e in events.Scalars("train/total")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2], ids=["TERM", "USR2"])
+def test_a_stop_signal_checkpoints_exits_3_and_the_resume_completes(tmp_path, sig):
+    run, total = tmp_path / "run", 150
+    args = [sys.executable, "-m", "mmdist.train", "--config", str(TINY), f"output_dir={run}",
+            f"trainer.max_steps={total}", "trainer.checkpoint_every=0", *QUIET]
+    process = subprocess.Popen(args, cwd=REPO, env=clean_env(tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("mmdist: multimix on 1 rank(s)"), first
+        deadline = time.monotonic() + 120
+        while not (run / "tb").is_dir() or not list((run / "tb").iterdir()):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        time.sleep(2.0)  # some steps in
+        process.send_signal(sig)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read()
+    assert code == 3, output[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    stopped = summary["steps"]
+    assert summary["status"] == "preempted" and 0 < stopped < total, summary
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [stopped]  # the stop wrote it
+    resumed = train(tmp_path, f"output_dir={run}", f"trainer.max_steps={total}",
+                    "trainer.checkpoint_every=0", "trainer.resume=true", *QUIET)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["start_step"], summary["steps"]) == (
+        "completed", stopped, total)
+    assert logged_steps(run) == list(range(1, total + 1))  # every step logged, once
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["data.classification.kind=kermany", "data.classification.path={tmp}/no-such-folder"],
+     "kermany: dataset path {tmp}/no-such-folder does not exist"),
+    (["data.segmentation.kind=csv", "data.segmentation.path={tmp}/bad"],
+     "{tmp}/bad/labels.csv: no 'image' column"),
+    (["trainer.resume={tmp}/missing.pt"], "checkpoint not found: {tmp}/missing.pt"),
+    (["trainer.max_epochs=2"], "trainer.max_steps (8) and trainer.max_epochs (2) are both set"),
+], ids=["missing-folder", "unreadable-csv", "missing-checkpoint", "config"])
+def test_input_errors_print_one_line_and_exit_2(tmp_path, overrides, needle):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "labels.csv").write_text("path,label\na.png,0\n")
+    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    done = train(tmp_path, f"output_dir={tmp_path / 'run'}", *overrides)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], done.stderr[-3000:]
+
+
+def test_predict_with_a_missing_checkpoint_prints_one_line_and_exits_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mmdist.predict", str(tmp_path / "gone.pt"),
+                           str(tmp_path / "x.png")], cwd=REPO, env=clean_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path / "gone.pt") in lines[0], done.stderr
