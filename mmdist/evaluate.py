@@ -1,9 +1,11 @@
-"""Entry point: ``python -m mmdist.evaluate RUN_DIR [--checkpoint FILE] [--no-plots] [key=value ...]``.
+"""Entry point: ``python -m mmdist.evaluate RUN_DIR [--checkpoint FILE] [--weights auto|ema|raw]
+[--no-plots] [key=value ...]``.
 
 Evaluates a trained run on its in-domain test splits and the cross-domain sets named in the
 config's ``evaluation`` section (overrides patch the run's config.yaml, e.g.
 ``'evaluation.cross_domain=[{name: shenzhen, kind: shenzhen, path: /data/shenzhen}]'``), and writes
-RUN_DIR/eval/ (see mmdist.evaluation.evaluate). Started as several ranks (torchrun, mpirun or srun:
+RUN_DIR/eval/ (see mmdist.evaluation.evaluate). The checkpoint is the run's best.pt when it kept
+one (trainer.select_by), else its latest; the weights its EMA's when it has them. Started as several ranks (torchrun, mpirun or srun:
 mmdist.engine.distributed finds them), every rank takes a slice of each test set and rank 0 writes
 the results.
 """
@@ -24,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmdist.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="run directory (config.yaml, checkpoints/)")
-    parser.add_argument("--checkpoint", help="checkpoint file (default: the run's latest)")
+    parser.add_argument("--checkpoint",
+                        help="checkpoint file (default: the run's best.pt, else its latest)")
+    parser.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                        help="the checkpoint's EMA or raw weights (auto: EMA when it has them)")
     parser.add_argument("--no-plots", action="store_true", help="metrics and tables only")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the run's config")
     # Intermixed: options may come before or after the key=value overrides.
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                 world_size=info.world_size, timeout=timedelta(minutes=10))
     try:
         summary = evaluate_run(args.run_dir, args.checkpoint, args.overrides,
-                               plots_on=not args.no_plots)
+                               plots_on=not args.no_plots, weights=args.weights)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if distributed:
             dist.destroy_process_group()
     if rank == 0:
+        print(f"{summary['checkpoint']} (step {summary['step']}, {summary['weights']} weights)")
         print(json.dumps(summary["test_sets"], sort_keys=True))
         print(f"wrote {args.run_dir}/eval/metrics.json and {args.run_dir}/eval/table_row.md")
     return 0

@@ -28,6 +28,11 @@ class ModelConfig:
     saliency_inner_scale: float = 1024.0
     """Fixed factor the class score is multiplied by before the inner gradient under fp16 (and
     divided out after), so small input gradients do not flush to zero. Keep well below 2**16."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights (0 = off; e.g. 0.999). Updated after every
+    optimizer step taken, with the warm-up min(ema_decay, (1 + t) / (10 + t)) at the t-th update
+    (mmdist.engine.ema); validated beside the raw weights, saved in checkpoints, and what
+    evaluate and predict use by default."""
 
     def __post_init__(self) -> None:
         from mmdist.model.variants import VARIANTS
@@ -38,6 +43,7 @@ class ModelConfig:
         check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         check(1.0 <= self.saliency_inner_scale <= 2.0**14, "model.saliency_inner_scale",
                "must be in [1, 16384] (fp16 overflows the seed gradient near 2**16)")
+        check(0.0 <= self.ema_decay < 1.0, "model.ema_decay", "must be in [0, 1) (0 = off)")
         spec = VARIANTS[self.variant]
         if self.saliency in ("detached", "differentiable"):
             check(spec.classifier and spec.decoder, "model.saliency",
@@ -239,6 +245,11 @@ class TrainerConfig:
     unlabeled) over the global batch, or the segmentation training split when the config has
     no classification source."""
     val_every: int = 200
+    select_by: Literal["auto", "val_acc", "val_dice", "val_mean", "none"] = "auto"
+    """Which validation metric keeps RUN_DIR/checkpoints/best.pt (when val_every > 0; on the EMA
+    weights when model.ema_decay > 0): 'val_mean' is the mean of accuracy and Dice; 'auto' takes
+    val_mean for variants with both heads, else the one metric the variant has; 'none' keeps no
+    best.pt."""
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -267,3 +278,17 @@ class TrainerConfig:
                      "image_log_every", "threads"):
             check(getattr(self, name) >= 0, f"trainer.{name}", "must be >= 0")
         check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", "must be >= 1")
+
+    def selection_metric(self, classifier: bool, decoder: bool) -> Optional[str]:
+        """select_by resolved for a variant with these heads (None: no best.pt is kept).
+        Raises ConfigError when the variant lacks the head the metric needs."""
+        if self.select_by == "none" or not self.val_every:
+            return None
+        if self.select_by == "auto":
+            return "val_mean" if classifier and decoder else "val_acc" if classifier else "val_dice"
+        needs = {"val_acc": (True, False), "val_dice": (False, True), "val_mean": (True, True)}
+        need_cls, need_seg = needs[self.select_by]
+        check((classifier or not need_cls) and (decoder or not need_seg), "trainer.select_by",
+              f"{self.select_by!r} needs a {'classifier' if need_cls and not classifier else 'decoder'}"
+              " this variant does not have; use 'auto'")
+        return self.select_by

@@ -34,7 +34,12 @@ class Config:
             check(self.optim.scale_lr == "none", "optim.scale_lr",
                   "must be 'none' with data.global_batch_size: the global batch is the same at "
                   "every rank count, so there is nothing to scale")
+        spec = VARIANTS[self.model.variant]
+        self.trainer.selection_metric(spec.classifier, spec.decoder)  # raises naming the key
         engine = self.engine
+        if engine.zero_stage == 3 and self.model.ema_decay > 0:
+            raise ConfigError("model.ema_decay: the weight average needs every rank's whole "
+                              "parameters, which ZeRO stage 3 partitions; use stage 0, 1 or 2")
         if engine.strategy == "deepspeed" and engine.precision == "fp16" and engine.on_cpu:
             raise ConfigError("engine.precision: DeepSpeed refuses fp16 on CPU "
                               "('Type fp16 is not supported on your device'); use bf16 or fp32")

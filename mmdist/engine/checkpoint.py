@@ -2,9 +2,12 @@
 
 A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with the keys
 step, model (state_dict of the bare network), optimizer, scheduler, scaler, rng_per_rank (every
-rank's random states, mmdist.engine.rng), config, and format. It is written to a temporary
-file in the same folder, flushed to disk, then renamed over
-the final name, so a crash mid-write never leaves a truncated checkpoint under a real name.
+rank's random states, mmdist.engine.rng), config, and format; with model.ema_decay > 0 also ema
+(mmdist.engine.ema), and with model selection on, selection (the best validation so far,
+mmdist.engine.selection). It is written to a temporary file in the same folder, flushed to disk,
+then renamed over the final name, so a crash mid-write never leaves a truncated checkpoint under
+a real name. RUN_DIR/checkpoints/best.pt (model, ema, config, step, selection; no optimizer) is
+written the same way, and is neither rotated nor resumed from.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+
+
+def best_checkpoint_path(run_dir: str | Path) -> Path:
+    return checkpoint_dir(run_dir) / "best.pt"
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:

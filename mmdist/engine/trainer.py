@@ -1,10 +1,12 @@
 """The training loop: config in, trained run directory out.
 
 RUN_DIR (config.output_dir) receives config.yaml (the resolved config), tb/ (TensorBoard),
-checkpoints/ (atomic, rotated) and summary.json. Which engine runs the backward (single process,
-DDP, DeepSpeed), which backend makes the views (torch, DALI) and which launcher started the
-process are all decided elsewhere; the loop below is the same for each. What a run means at any
-rank count (batch, epochs, learning rate) is mmdist.engine.schedule; its seeds mmdist.engine.rng.
+checkpoints/ (atomic, rotated; best.pt by trainer.select_by, mmdist.engine.selection) and
+summary.json. Which engine runs the backward (single process, DDP, DeepSpeed), which backend
+makes the views (torch, DALI) and which launcher started the process are all decided elsewhere;
+the loop below is the same for each. What a run means at any rank count (batch, epochs, learning
+rate) is mmdist.engine.schedule; its seeds mmdist.engine.rng; its weight average
+mmdist.engine.ema.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import copy
 import json
 import os
 import signal
-import warnings
 from pathlib import Path
 
 import torch
@@ -27,8 +28,11 @@ from mmdist.engine import checkpoint as ckpt
 from mmdist.engine import rng
 from mmdist.engine.clock import TrainingClock
 from mmdist.engine.devices import configure_numerics, threads_per_rank
+from mmdist.engine.ema import ModelEMA
 from mmdist.engine.precision import autocast
+from mmdist.engine.resume import read_resume_state
 from mmdist.engine.schedule import batch_per_rank, plan_run
+from mmdist.engine.selection import build_selection
 from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.engine.strategies import build_strategy
@@ -85,6 +89,9 @@ class Trainer:
         if config.engine.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.params = sum(p.numel() for p in model.parameters())
+        self.ema = (ModelEMA(model, config.model.ema_decay, strategy.device)
+                    if config.model.ema_decay else None)
+        self.best = build_selection(config, self.spec, self.task_data, bool(self.ema))
         optimizer = torch.optim.Adam(model.parameters(), lr=self.plan.lr,
                                      weight_decay=config.optim.weight_decay)
         self.model = strategy.setup(model, optimizer)
@@ -92,59 +99,31 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
 
-    def _resume_candidates(self) -> tuple[list[Path], bool]:
-        """(checkpoints to try, newest first; whether the user named one explicitly)."""
-        resume = self.config.trainer.resume
-        if resume is False or resume in ("", "false", "False"):
-            return [], False
-        if resume is True or resume in ("true", "True", "latest"):
-            return self.strategy.checkpoints_newest_first(self.run_dir), False
-        path = Path(resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"trainer.resume: checkpoint not found: {path}")
-        return [path], True
-
     def _restore(self) -> int:
-        """Resume from the newest readable checkpoint; an unreadable one is named in a warning,
-        set aside as *.pt.corrupt (so rotation never keeps it over good ones) and skipped."""
-        candidates, explicit = self._resume_candidates()
-        bad: list[tuple[Path, str]] = []
-        state = None
-        for path in candidates:
-            try:
-                raw = ckpt.load_checkpoint(path, map_location="cpu")
-            except (ckpt.CheckpointError, FileNotFoundError) as exc:
-                if explicit:
-                    raise
-                bad.append((path, str(exc)))
-                continue
-            state = self.strategy.restore(raw, path)
-            break
-        for path, reason in bad:
-            warnings.warn(f"trainer.resume: skipping unreadable checkpoint {path}: {reason}")
-        if bad:
-            self.strategy.barrier()  # every rank has given up on them before rank 0 moves them
-            if self.strategy.is_main:
-                for path, _ in bad:
-                    ckpt.set_aside(path)
+        """Resume (mmdist.engine.resume): the strategy's state, then the trainer's own."""
+        state = read_resume_state(self.config.trainer.resume, self.strategy, self.run_dir)
         if state is None:
-            if bad:
-                raise ckpt.CheckpointError("trainer.resume: no readable checkpoint in "
-                                   f"{ckpt.checkpoint_dir(self.run_dir)} (tried "
-                                   f"{', '.join(p.name for p, _ in bad)})")
             return 0
         self.scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         rng.restore_for_rank(state, self.strategy.rank, self.strategy.world_size,
                              self.config.seed, step, self.strategy.device)
+        if self.ema is not None:
+            self.ema.restore(state.get("ema"), self.strategy.unwrap())
+        if self.best is not None:
+            self.best.restore(state.get("selection"))
         return step
 
     def save(self, step: int) -> None:
         """Checkpoint through the strategy, with every rank's random states."""
         states = self.strategy.all_gather_object(rng.capture(self.strategy.device))
-        self.strategy.save_checkpoint(self.run_dir, step,
-                                      {"scheduler": self.scheduler.state_dict(),
-                                       "config": self.config.to_dict(), "rng_per_rank": states},
+        extra = {"scheduler": self.scheduler.state_dict(), "config": self.config.to_dict(),
+                 "rng_per_rank": states}
+        if self.ema is not None:
+            extra["ema"] = self.ema.state_dict()
+        if self.best is not None:
+            extra["selection"] = self.best.record()
+        self.strategy.save_checkpoint(self.run_dir, step, extra,
                                       keep=self.config.trainer.keep_checkpoints)
 
     def _announce(self, start: int) -> None:
@@ -191,7 +170,8 @@ class Trainer:
                    "batch_per_rank": self.plan.batch_per_rank,
                    "global_batch_per_stream": self.plan.global_batch,
                    "steps_per_epoch": self.plan.steps_per_epoch,
-                   "skipped_steps": strategy.skipped_steps, **last_val}
+                   "skipped_steps": strategy.skipped_steps, **last_val,
+                   **(self.best.summary() if self.best else {})}
         if strategy.is_main:
             if status == "completed":
                 self.logger.hparams(flat_hparams(config, self.plan),
@@ -219,8 +199,10 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step}: loss is {loss.item()} ({_fmt(terms)})")
             if strategy.backward_step(loss):
-                # A step the fp16 GradScaler skipped does not advance the schedule either.
+                # A step the fp16 GradScaler skipped does not advance the schedule (or the EMA).
                 self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(strategy.unwrap())
             step += 1
             strategy.progress(step)
             clock.add_images(batch.image_count)
@@ -234,7 +216,10 @@ class Trainer:
                 clock.pause()
                 last_val = self._validate(step)
             stopping = self._stop_agreed()
-            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or stopping:
+            # The last step is validated and saved by fit, in that order: its checkpoint then
+            # carries the best-so-far record of that validation too.
+            if (tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps) \
+                    or stopping:
                 clock.pause()
                 self.save(step)
             clock.resume()
@@ -256,11 +241,23 @@ class Trainer:
         progress.set_postfix(loss=f"{terms['total'].item():.3f}")
 
     def _validate(self, step: int) -> dict:
-        metrics = validate(self.model_for_eval(), self.task_data, self.spec, self.strategy,
+        """Validate the raw weights (val/, val_acc) and the EMA's (val_ema/, val_ema_acc); keep
+        best.pt when this is the best validation so far."""
+        metrics = self._validate_weights(self.model_for_eval(), step, "val")
+        if self.ema is not None:
+            metrics.update(self._validate_weights(self.ema.module, step, "val_ema"))
+        if self.best is not None and self.best.consider(step, metrics) and self.strategy.is_main:
+            self.best.save(self.strategy.unwrap(), self.ema, self.config)
+        return metrics
+
+    def _validate_weights(self, model, step: int, name: str) -> dict:
+        """{'<name>_acc', '<name>_dice'} of ``model``, logged under <name>/."""
+        metrics = validate(model, self.task_data, self.spec, self.strategy,
                            self.config.data.eval_batch_size, self.config.data.image_size,
                            on_chunk=lambda: self.strategy.progress(step))
-        self.logger.scalars(_val_tags(metrics), step, "val/")
-        return metrics
+        self.logger.scalars({k.removeprefix("val_"): v for k, v in metrics.items()}, step,
+                            f"{name}/")
+        return {k.replace("val", name, 1): v for k, v in metrics.items()}
 
     def model_for_eval(self):
         return self.strategy.unwrap()
@@ -288,11 +285,6 @@ class Trainer:
             self.logger.images("images/saliency", out.saliency, step)
         if batch.cls_unlabeled_strong is not None:
             self.logger.images("images/cls_strong_view", batch.cls_unlabeled_strong, step)
-
-
-def _val_tags(metrics: dict) -> dict:
-    """{'val_acc': x} -> {'acc': x}, logged under val/."""
-    return {k.removeprefix("val_"): v for k, v in metrics.items()}
 
 
 def _fmt(terms: dict) -> str:

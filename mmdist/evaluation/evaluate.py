@@ -6,8 +6,13 @@ evaluation.cross_domain (a whole dataset from another source). Per set, each ran
 ``indices[rank::world]`` (uneven lengths, no padding), scores its own images, and one gather merges
 the per-image rows (mmdist.evaluation.metrics), so any number of ranks gives the one-process result.
 
+The checkpoint is RUN_DIR/checkpoints/best.pt when the run kept one (trainer.select_by), else its
+latest; its EMA weights when it has them (model.ema_decay), else the raw ones (``weights``).
+
 Rank 0 writes, under RUN_DIR/eval/:
-  metrics.json          per test set: kind, domain, image count and the paper's metrics
+  metrics.json          the checkpoint, its step, the weights evaluated ('ema' or 'raw'), the
+                        selection that chose it (metric, value; null for a step checkpoint), and
+                        per test set: kind, domain, image count and the paper's metrics
   table_row.md          the run's row of the paper's Table 2 (cross-domain in brackets)
   per_image/<set>.csv   one row per image (scores, areas, probabilities) for later figures
   *.png                 ROC, Bland-Altman, Dice box plot, boundary overlays, saliency per class
@@ -29,19 +34,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mmdist.config import Config, from_dict, load_config
+from mmdist.config import Config, load_config
 from mmdist.data.imageset import NO_LABEL, ImageSet
 from mmdist.data.sources import build_task_data, load_imageset
 from mmdist.data.splits import mask_flags
 from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.data.synthetic import synthetic_imageset
-from mmdist.engine.checkpoint import find_latest_checkpoint, load_checkpoint
 from mmdist.engine.devices import resolve_device
 from mmdist.evaluation import plots
+from mmdist.evaluation.loading import default_checkpoint, load_model, selection_of
 from mmdist.evaluation.metrics import (
     PerImageRecords, classification_metrics, segmentation_metrics, segmentation_scores)
 from mmdist.evaluation.tables import PAPER_HEADER, paper_row
-from mmdist.model import MultiMixNet, build_model
+from mmdist.model import MultiMixNet
 from mmdist.model.saliency import input_saliency
 
 
@@ -55,19 +60,6 @@ class EvalSet:
     imageset: ImageSet
     indices: np.ndarray
     """(M,) int64 image indices of the set inside ``imageset``."""
-
-
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"
-               ) -> tuple[MultiMixNet, Config, dict]:
-    """Rebuild the network a checkpoint was trained as (from the config saved inside it) and load
-    its weights. Returns (model in eval mode on ``device``, that config, the checkpoint dict)."""
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    if "config" not in state or "model" not in state:
-        raise RuntimeError(f"{checkpoint}: checkpoint lacks the 'config' or 'model' entry")
-    config = from_dict(state["config"])
-    model = build_model(config.model)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config, state
 
 
 def _cross_domain_imageset(entry, image_size: int) -> ImageSet:
@@ -208,9 +200,9 @@ def write_plots(eval_dir: Path, results: list[tuple[EvalSet, dict]], examples: d
         written.append(plots.save_figure(figure, eval_dir / f"bland_altman_{t.name}.png", writer,
                                          f"eval/bland_altman/{t.name}", step))
         ex = examples[t.name]
-        grid = plots.boundary_overlay_grid(ex["images"], ex["true"], ex["pred"])
-        written.append(plots.save_image(grid, eval_dir / f"overlay_{t.name}.png", writer,
-                                        f"eval/overlay/{t.name}", step))
+        overlay = plots.boundary_overlay_figure(ex["images"], ex["true"], ex["pred"])
+        written.append(plots.save_figure(overlay, eval_dir / f"overlay_{t.name}.png", writer,
+                                         f"eval/overlay/{t.name}", step))
     for t, _ in results:
         ex = examples[t.name]
         if t.kind == "classification" and "saliency" in ex:
@@ -230,26 +222,26 @@ def _json_safe(value):
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: Optional[str | Path] = None,
-                 overrides: list[str] | tuple[str, ...] = (), plots_on: bool = True) -> dict:
-    """Evaluate ``run_dir`` with ``checkpoint`` (default: its latest); see the module docstring.
+                 overrides: list[str] | tuple[str, ...] = (), plots_on: bool = True,
+                 weights: str = "auto") -> dict:
+    """Evaluate ``run_dir`` with ``checkpoint`` (default: default_checkpoint) and its ``weights``
+    (see weights_of); see the module docstring.
 
     Call on every rank when a process group is initialised. Returns the metrics.json content.
     """
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
-    if checkpoint is None:
-        checkpoint = find_latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise FileNotFoundError(f"{run_dir}/checkpoints: no step_*.pt checkpoint to evaluate")
+    checkpoint = default_checkpoint(run_dir) if checkpoint is None else checkpoint
     rank, world = _rank_world()
     device = resolve_device(config.engine.device, int(os.environ.get("LOCAL_RANK", "0")))
-    model, _, state = load_model(checkpoint, device)
+    model, _, state = load_model(checkpoint, device, weights)
     spec = model.spec
     test_sets = build_test_sets(config, spec)
     size, batch = config.data.image_size, config.data.eval_batch_size
     results = [(t, score_test_set(model, t, size, batch, device)) for t in test_sets]
     summary = {
         "run_dir": str(run_dir), "checkpoint": str(checkpoint), "step": int(state.get("step", 0)),
+        "weights": state["weights_used"], "selection": selection_of(state),
         "variant": config.model.variant,
         "classification_labeled": str(config.data.budget.classification_labeled),
         "segmentation_labeled": str(config.data.budget.segmentation_labeled),

@@ -1,10 +1,12 @@
 """Look at single X-rays: class probabilities, a lung mask and a saliency map per image.
 
     python -m mmdist.predict CHECKPOINT IMAGE... [--out DIR] [--device cpu|cuda]
+                             [--weights auto|ema|raw]
 
 Images may be PNG, JPEG (anything Pillow reads) or DICOM. Each is decoded to 8-bit grayscale,
-resized to the checkpoint's training size, run through the network, and the mask and saliency are
-resized back to the file's own size. stdout gets one JSON line per image:
+resized to the checkpoint's training size, run through the network (the checkpoint's EMA weights
+when it has them, unless --weights raw), and the mask and saliency are resized back to the file's
+own size. stdout gets one JSON line per image:
 {"image", "probabilities": {"normal", "pneumonia"}, "predicted", "lung_fraction", "mask",
 "saliency"} (keys the model cannot fill are left out: no mask without a decoder, no probabilities
 or saliency without a classifier). DIR receives <name>_mask.png (0/255) and <name>_saliency.png
@@ -32,7 +34,7 @@ from mmdist.data.imageset import CLASS_NAMES
 from mmdist.data.imaging import CorruptImage, decode_gray, resize_gray
 from mmdist.data.streams import to_model_input
 from mmdist.engine.devices import resolve_device
-from mmdist.evaluation.evaluate import load_model
+from mmdist.evaluation.loading import load_model
 from mmdist.model.saliency import input_saliency
 
 
@@ -95,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files")
     parser.add_argument("--out", default="predictions", help="folder for the mask and saliency PNGs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                        help="the checkpoint's EMA or raw weights (auto: EMA when it has them)")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
-        model, config, _ = load_model(args.checkpoint, device)
+        model, config, _ = load_model(args.checkpoint, device, args.weights)
     except (FileNotFoundError, RuntimeError, ConfigError) as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """Two DDP ranks draw their own random streams, and a run stopped and resumed at two ranks ends
-exactly where the uninterrupted two-rank run ends (each rank restores its own states)."""
+exactly where the uninterrupted two-rank run ends (each rank restores its own states), weight
+average included."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mmdist.engine import checkpoint as ckpt
 from test_schedule import TINY, torchrun
 
 RUN = ["trainer.checkpoint_every=3", "trainer.image_log_every=0", "model.dropout=0.25",
-       "engine.strategy=ddp"]
+       "engine.strategy=ddp", "model.ema_decay=0.9"]
 
 
 @pytest.mark.slow
@@ -38,6 +39,9 @@ def test_two_rank_resume_is_exact(tmp_path):
     for key, state in a["optimizer"]["state"].items():
         for name in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(state[name], b["optimizer"]["state"][key][name]), (key, name)
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    for name, tensor in a["ema"]["model"].items():
+        assert torch.equal(tensor, b["ema"]["model"][name]), name
     # The two ranks' states differ, so each must get its own back.
     assert not torch.equal(a["rng_per_rank"][0]["torch"], a["rng_per_rank"][1]["torch"])
 

@@ -21,7 +21,9 @@ def tiny_config(tmp_path, *overrides):
 
 
 def test_run_directory_summary_and_tensorboard(tmp_path):
-    summary = Trainer(tiny_config(tmp_path / "run", "trainer.val_every=4")).fit()
+    with pytest.warns(UserWarning, match="12 classification validation image"):  # tiny's split
+        summary = Trainer(tiny_config(tmp_path / "run", "trainer.val_every=4",
+                                      "model.ema_decay=0.9")).fit()
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file()
     assert load_config(run / "config.yaml").trainer.max_steps == 8
@@ -29,17 +31,22 @@ def test_run_directory_summary_and_tensorboard(tmp_path):
     assert on_disk == pytest.approx(summary)
     assert on_disk["steps"] == 8 and on_disk["status"] == "completed"
     assert on_disk["images_per_s"] > 0
-    assert 0.0 <= on_disk["val_acc"] <= 1.0 and 0.0 <= on_disk["val_dice"] <= 1.0
+    for key in ("val_acc", "val_dice", "val_ema_acc", "val_ema_dice"):
+        assert 0.0 <= on_disk[key] <= 1.0, key
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [4, 8]
+    best = ckpt.load_checkpoint(ckpt.best_checkpoint_path(run))
+    assert on_disk["best_step"] == best["step"] in (4, 8) and on_disk["best_metric"] == "val_mean"
 
     events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     for tag in ("train/total", "train/ce", "train/fixmatch", "train/mask_ratio", "train/dice",
-                "train/kl", "perf/lr", "perf/images_per_s", "val/acc", "val/dice"):
+                "train/kl", "perf/lr", "perf/images_per_s", "val/acc", "val/dice", "val_ema/acc",
+                "val_ema/dice"):
         assert tag in scalars, tag
     assert [e.step for e in events.Scalars("train/total")] == [2, 4, 6, 8]
     assert {e.step for e in events.Scalars("val/acc")} == {4, 8}
+    assert {e.step for e in events.Scalars("val_ema/dice")} == {4, 8}
     images = set(events.Tags()["images"])
     assert {"images/seg_input", "images/saliency", "images/seg_predicted"} <= images
     saliency = events.Images("images/saliency")[0]
@@ -47,13 +54,14 @@ def test_run_directory_summary_and_tensorboard(tmp_path):
 
 
 def test_resume_ends_with_exactly_the_uninterrupted_parameters(tmp_path):
+    ema = "model.ema_decay=0.9"
     straight = tiny_config(tmp_path / "straight", "trainer.max_steps=6", "trainer.checkpoint_every=3",
-                           "model.dropout=0.25")
+                           "model.dropout=0.25", ema)
     Trainer(straight).fit()
-    first = tiny_config(tmp_path / "split", "trainer.max_steps=3", "trainer.checkpoint_every=3")
+    first = tiny_config(tmp_path / "split", "trainer.max_steps=3", "trainer.checkpoint_every=3", ema)
     Trainer(first).fit()
     second = tiny_config(tmp_path / "split", "trainer.max_steps=6", "trainer.checkpoint_every=3",
-                         "trainer.resume=true")
+                         "trainer.resume=true", ema)
     summary = Trainer(second).fit()
     assert summary["start_step"] == 3 and summary["steps"] == 6
     a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "straight", 6))
@@ -63,6 +71,11 @@ def test_resume_ends_with_exactly_the_uninterrupted_parameters(tmp_path):
     assert a["scheduler"] == b["scheduler"]
     for key, state in a["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+    # The weight average too, bit for bit, after its 6 updates (it is not the weights themselves).
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    for name, tensor in a["ema"]["model"].items():
+        assert torch.equal(tensor, b["ema"]["model"][name]), name
+    assert any(not torch.equal(a["ema"]["model"][k], a["model"][k]) for k in a["model"])
 
 
 def test_resume_from_an_explicit_missing_path_names_it(tmp_path):

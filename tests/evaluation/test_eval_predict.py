@@ -21,11 +21,16 @@ from mmdist.model import build_model
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _checkpoint(root: Path, variant: str = "multimix") -> Path:
+def _checkpoint(root: Path, variant: str = "multimix", ema: bool = False) -> Path:
+    """A checkpoint of a freshly initialised network; with ``ema``, its 'ema' entry holds the
+    weights of a second network drawn from another seed, so the two give different outputs."""
     config = load_config(REPO / "configs" / "tiny.yaml", [f"model.variant={variant}", "model.width=0.125"])
     torch.manual_seed(0)
-    model = build_model(config.model)
-    return save_checkpoint(root / variant, 3, {"model": model.state_dict(), "config": config.to_dict()})
+    state = {"model": build_model(config.model).state_dict(), "config": config.to_dict()}
+    if ema:
+        torch.manual_seed(1)
+        state["ema"] = {"decay": 0.999, "updates": 3, "model": build_model(config.model).state_dict()}
+    return save_checkpoint(root / f"{variant}{'_ema' if ema else ''}", 3, state)
 
 
 def _chest(height, width, seed):
@@ -112,3 +117,30 @@ def test_variants_without_a_head_and_unreadable_files(tmp_path, inputs, capsys):
     assert "probabilities" in line and "saliency" in line and "mask" not in line
     assert predict_main([str(tmp_path / "missing.pt"), str(inputs["png"])]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_ema_weights_by_default_and_raw_on_request(tmp_path, inputs, capsys):
+    checkpoint = _checkpoint(tmp_path, ema=True)
+    runs = {}
+    for weights in ("auto", "ema", "raw"):
+        assert predict_main([str(checkpoint), str(inputs["png"]), "--out", str(tmp_path / weights),
+                             "--device", "cpu", "--weights", weights]) == 0
+        (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        runs[weights] = line["probabilities"]["pneumonia"]
+    gray = np.asarray(Image.open(inputs["png"]))
+    x = to_model_input(torch.from_numpy(np.array(resize_gray(gray, 64)))[None, None])
+    direct = {}
+    for weights in ("ema", "raw"):
+        model, _, state = load_model(checkpoint, weights=weights)
+        assert state["weights_used"] == weights
+        with torch.no_grad():
+            direct[weights] = float(torch.softmax(model(cls_images=x).cls_logits, 1)[0, 1])
+    assert direct["ema"] != pytest.approx(direct["raw"], abs=1e-4)  # the two weights differ
+    assert runs["auto"] == runs["ema"] == pytest.approx(direct["ema"], abs=1e-5)
+    assert runs["raw"] == pytest.approx(direct["raw"], abs=1e-5)
+    # A checkpoint without the average: 'auto' falls back to the raw weights, 'ema' is refused.
+    plain = _checkpoint(tmp_path)
+    assert predict_main([str(plain), str(inputs["png"]), "--out", str(tmp_path / "p"),
+                         "--device", "cpu", "--weights", "ema"]) == 2
+    assert "no EMA weights" in capsys.readouterr().err
+    assert load_model(plain)[2]["weights_used"] == "raw"

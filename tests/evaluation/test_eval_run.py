@@ -27,8 +27,10 @@ SHENZHEN = Path(os.environ.get("MMDIST_SHARED_DATA", REPO / ".." / "shared" / "d
 SYNTHETIC_CROSS = ("evaluation.cross_domain=[{name: other_scanner, task: segmentation, count: 11, "
                    "domain: {gamma: 1.6, noise: 0.08}}, {name: other_ward, task: classification, "
                    "count: 13, domain: {contrast: 0.7}}]")
+# With the weight average and a validation after every step, so the run keeps a best.pt.
 TINY = ["model.width=0.125", "data.classification.count=60", "data.segmentation.count=30",
-        "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.image_log_every=0"]
+        "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.image_log_every=0",
+        "trainer.val_every=1", "model.ema_decay=0.9"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,8 @@ def test_builtin_data_in_and_cross_domain(run_dir):
                          "overlay_other_scanner.png", "saliency_classification.png",
                          "saliency_other_ward.png"}
     with Image.open(pngs["overlay_segmentation.png"]) as overlay:
-        assert overlay.size == (64 * min(config.evaluation.examples, len(test)), 64)
+        # One figure pixel per image pixel, at least 260 wide, with 20 px title and legend bands.
+        assert overlay.size == (max(64 * min(config.evaluation.examples, len(test)), 260), 64 + 40)
     with Image.open(pngs["roc.png"]) as roc:
         assert roc.size == (500, 500)
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={IMAGES: 0})
@@ -94,7 +97,33 @@ def test_builtin_data_in_and_cross_domain(run_dir):
     tags = [t for t in events.Tags()["images"] if t.startswith("eval/")]
     assert len(tags) == len(pngs)
     (event,) = events.Images("eval/overlay/other_scanner")
-    assert (event.width, event.height, event.step) == (64 * 8, 64, summary["step"])
+    assert (event.width, event.height, event.step) == (64 * 8, 64 + 40, summary["step"])
+
+
+def test_the_best_checkpoint_and_its_ema_weights_by_default(run_dir, capsys):
+    """best.pt (and its EMA weights) unless --checkpoint / --weights say otherwise; metrics.json
+    names the file, its step, the weights and the selection that chose it."""
+    trained = json.loads((run_dir / "summary.json").read_text())
+    assert evaluate_main([str(run_dir), "--no-plots"]) == 0, capsys.readouterr().err
+    chosen = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert chosen["checkpoint"] == str(run_dir / "checkpoints" / "best.pt")
+    assert (chosen["step"], chosen["weights"]) == (trained["best_step"], "ema")
+    assert chosen["selection"] == {"metric": "val_mean", "weights": "ema",
+                                   "value": pytest.approx(trained["best_value"])}
+    # The EMA weights are what was scored: they are not the raw ones, and the model loaded from
+    # best.pt by default carries them.
+    model, _, state = load_model(run_dir / "checkpoints" / "best.pt")
+    assert state["weights_used"] == "ema"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state["ema"]["model"][name]), name
+    assert any(not torch.equal(state["ema"]["model"][k], state["model"][k]) for k in state["model"])
+
+    step_2 = run_dir / "checkpoints" / "step_00000002.pt"
+    assert evaluate_main([str(run_dir), "--no-plots", "--checkpoint", str(step_2),
+                          "--weights", "raw"]) == 0, capsys.readouterr().err
+    raw = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert (raw["checkpoint"], raw["step"], raw["weights"]) == (str(step_2), 2, "raw")
+    assert raw["selection"] == (chosen["selection"] if trained["best_step"] == 2 else None)
 
 
 def _evaluate_cli(args, env_extra=None, launcher=()):
