@@ -100,3 +100,31 @@ def test_exponent_without_dot_is_a_float():
     assert load_config(CONFIGS / "tiny.yaml", ["optim.lr=1e-4"]).optim.lr == 1e-4
     with pytest.raises(ConfigError, match="optim.lr"):
         load_config(CONFIGS / "tiny.yaml", ["optim.lr=fast"])
+
+
+@pytest.mark.parametrize("written", ["$MMDIST_DATA/kermany-256", "${MMDIST_DATA}/kermany-256"])
+def test_source_paths_expand_the_data_root_variable(written, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMDIST_DATA", str(tmp_path))
+    config = load_config(CONFIGS / "tiny.yaml", ["data.classification.kind=cache",
+                                                 f"data.classification.path={written}"])
+    assert config.data.classification.path == f"{tmp_path}/kermany-256"
+    # Only that variable: a longer name is not it, and nothing else is expanded.
+    other = load_config(CONFIGS / "tiny.yaml", ["data.segmentation.kind=cache",
+                                                "data.segmentation.path=$MMDIST_DATASET/x"])
+    assert other.data.segmentation.path == "$MMDIST_DATASET/x"
+
+
+def test_segmentation_split_fractions_fall_back_and_are_checked():
+    budget = load_config(CONFIGS / "tiny.yaml").data.budget
+    assert budget.fractions("segmentation") == budget.fractions("classification") == (0.1, 0.2)
+    jsrt = load_config(CONFIGS / "tiny.yaml", ["data.budget.segmentation_test_fraction=0.49"])
+    assert jsrt.data.budget.fractions("segmentation") == (0.1, 0.49)
+    with pytest.raises(ConfigError, match="^data.budget.segmentation_val_fraction"):
+        load_config(CONFIGS / "tiny.yaml", ["data.budget.segmentation_val_fraction=0.7"])
+
+
+def test_unlabeled_pool_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"data.unlabeled.holdout_fractoin.*holdout_fraction"):
+        load_config(CONFIGS / "tiny.yaml", ["data.unlabeled={kind: synthetic, holdout_fractoin: 0.1}"])
+    with pytest.raises(ConfigError, match="^data.unlabeled.path: kind 'nih' needs a dataset path"):
+        load_config(CONFIGS / "tiny.yaml", ["data.unlabeled={kind: nih}"])

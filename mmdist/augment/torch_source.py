@@ -28,7 +28,7 @@ class TorchStepSource:
         self.task_data = task_data
         for name in streams:
             task = task_data.segmentation if name.startswith("seg") else task_data.classification
-            pool = task.split.labeled if name in (SEG_LABELED, CLS_LABELED) else task.split.unlabeled
+            pool = task.split.labeled if name in (SEG_LABELED, CLS_LABELED) else task.split.unlabeled_pool
             self.samplers[name] = ShardedStream(pool, data_config.batch_size, seed, STREAM_IDS[name],
                                                 rank, world_size, name=f"{task.imageset.source}:{name}")
 

@@ -7,8 +7,9 @@ the dataclass fields: an unknown key or a value of the wrong type raises ``Confi
 dotted key path (and, for unknown keys, the nearest valid key). Each section validates its own
 values in ``__post_init__``.
 
-Layout: sections.py (model, data, losses, optim, trainer), engine.py (engine + DeepSpeed JSON
-checks), evaluation.py, tree.py (the root ``Config``), loading.py (YAML, overrides, coercion).
+Layout: sections.py (model, data, losses, optim, trainer), sources.py (data sources and the
+${MMDIST_DATA} data root), engine.py (engine + DeepSpeed JSON checks), evaluation.py, tree.py
+(the root ``Config``), loading.py (YAML, overrides, coercion).
 """
 
 from mmdist.config.engine import EngineConfig, read_deepspeed_json
@@ -17,14 +18,16 @@ from mmdist.config.evaluation import IN_DOMAIN_TEST_SETS, CrossDomainSetConfig, 
 from mmdist.config.loading import (apply_overrides, dump_config, from_dict, load_config,
                                    parse_override, read_yaml_mapping, read_yaml_tree)
 from mmdist.config.sections import (AugmentConfig, BudgetConfig, DataConfig, LossConfig,
-                                    ModelConfig, OptimConfig, SourceConfig,
-                                    SyntheticDomainConfig, TrainerConfig)
+                                    ModelConfig, OptimConfig, TrainerConfig)
+from mmdist.config.sources import (DATA_ROOT_VARIABLE, SourceConfig, SyntheticDomainConfig,
+                                   UnlabeledSourceConfig, expand_data_root, require_data_root)
 from mmdist.config.tree import Config
 
 __all__ = [
-    "AugmentConfig", "BudgetConfig", "Config", "ConfigError", "CrossDomainSetConfig", "DataConfig",
-    "EngineConfig", "EvaluationConfig", "IN_DOMAIN_TEST_SETS", "LossConfig", "ModelConfig",
-    "OptimConfig", "SourceConfig", "SyntheticDomainConfig", "TrainerConfig", "apply_overrides",
-    "dump_config", "from_dict", "load_config", "parse_override", "read_deepspeed_json",
-    "read_yaml_mapping", "read_yaml_tree",
+    "AugmentConfig", "BudgetConfig", "Config", "ConfigError", "CrossDomainSetConfig",
+    "DATA_ROOT_VARIABLE", "DataConfig", "EngineConfig", "EvaluationConfig", "IN_DOMAIN_TEST_SETS",
+    "LossConfig", "ModelConfig", "OptimConfig", "SourceConfig", "SyntheticDomainConfig",
+    "TrainerConfig", "UnlabeledSourceConfig", "apply_overrides", "dump_config",
+    "expand_data_root", "from_dict", "load_config", "parse_override", "read_deepspeed_json",
+    "read_yaml_mapping", "read_yaml_tree", "require_data_root",
 ]

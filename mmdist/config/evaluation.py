@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmdist.config.errors import check
-from mmdist.config.sections import SourceConfig
+from mmdist.config.sources import SourceConfig
 
 @dataclass
 class CrossDomainSetConfig(SourceConfig):
@@ -18,6 +18,11 @@ class CrossDomainSetConfig(SourceConfig):
     """Short name of the set in eval/metrics.json and the tables (letters, digits, '_', '-', '.')."""
     task: Literal["classification", "segmentation"] = "segmentation"
     """Which head it tests: classification needs labels, segmentation needs masks."""
+    exclude: Literal["none", "unlabeled"] = "none"
+    """'unlabeled' leaves out every image of a patient in the run's unlabeled pool
+    (data.unlabeled; with data.unlabeled.holdout_fraction keeping patients out of it), for a set
+    drawn from the pool's own dataset. With 'none', a set that shares a patient with the pool is
+    refused when it is built, so a test set never holds an image the run trained on."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,4 +1,5 @@
-"""The model, data, loss, optimizer and trainer sections of the config tree.
+"""The model, data, loss, optimizer and trainer sections of the config tree (the data sources
+themselves are in mmdist.config.sources).
 
 Each section is a dataclass whose fields carry their defaults and docstrings and whose
 ``__post_init__`` validates them, raising ConfigError with the key's name.
@@ -7,9 +8,10 @@ Each section is a dataclass whose fields carry their defaults and docstrings and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 from mmdist.config.errors import ConfigError, check
+from mmdist.config.sources import SourceConfig, SyntheticDomainConfig, UnlabeledSourceConfig
 
 SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
 
@@ -58,54 +60,13 @@ class ModelConfig:
             return "detached" if VARIANTS[self.variant].bridge else "none"
         return self.saliency
 
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The training streams the variant reads (mmdist.model.variants), so that the data
+        layer loads only the pools a run reads."""
+        from mmdist.model.variants import VARIANTS
 
-@dataclass
-class SyntheticDomainConfig:
-    """Knobs of one synthetic 'source' (hospital/scanner): the paper's data come from two."""
-
-    gamma: float = 1.0
-    """Intensity curve exponent applied to the rendered image."""
-    contrast: float = 1.0
-    brightness: float = 0.0
-    noise: float = 0.03
-    """Standard deviation of additive Gaussian noise, in [0, 1] intensity units."""
-
-    def __post_init__(self) -> None:
-        check(self.gamma > 0, "gamma", "must be > 0")
-        check(self.contrast > 0, "contrast", "must be > 0")
-        check(self.noise >= 0, "noise", "must be >= 0")
-
-
-@dataclass
-class SourceConfig:
-    """Where one task's images come from."""
-
-    kind: Literal["synthetic", "cache", "csv", "kermany", "jsrt", "montgomery", "shenzhen", "nih",
-                  "folder"] = "synthetic"
-    """'synthetic' is the built-in generator; 'cache' a folder written by ``mmdist.prepare``; the
-    other kinds are raw public layouts, prepared into ``<output_dir>/../cache`` on first use."""
-    path: Optional[str] = None
-    """Dataset folder (raw layout or prepared cache); unused for 'synthetic'."""
-    count: int = 600
-    """Synthetic only: number of images to generate for this task (train+val+test)."""
-    domain: SyntheticDomainConfig = field(default_factory=SyntheticDomainConfig)
-    options: Any = field(default_factory=dict)
-    """Raw kinds only: options of the layout adapter (mmdist.data.adapters), e.g. for nih
-    ``{positive: Pneumonia, negative: No Finding, others: unlabeled, views: [PA],
-    max_per_patient: 1}``, for kermany ``{splits: [train]}``, for csv ``{csv: labels.csv}``.
-    An option the adapter does not take is reported when the source is prepared."""
-    prepare_workers: int = 1
-    """Raw kinds only: decoding processes when the folder is prepared on first use."""
-
-    def __post_init__(self) -> None:
-        if self.kind != "synthetic":
-            check(self.path is not None, "path", f"kind {self.kind!r} needs a dataset path")
-        check(self.count >= 10, "count", "must be >= 10")
-        check(isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
-               "options", f"must be a mapping of option names to values, got {self.options!r}")
-        check(not self.options or self.kind not in ("synthetic", "cache"), "options",
-               f"kind {self.kind!r} takes no adapter options (only raw dataset kinds do)")
-        check(self.prepare_workers >= 1, "prepare_workers", "must be >= 1")
+        return VARIANTS[self.variant].streams
 
 
 Budget = Union[int, Literal["full"]]
@@ -116,19 +77,41 @@ class BudgetConfig:
     """Label budgets and splits (the paper's |D_l^c| and |D_l^s|)."""
 
     classification_labeled: Budget = 100
-    """Labeled classification images; the rest of the training split is the unlabeled pool."""
+    """Labeled classification images; the rest of the training split is the unlabeled pool
+    (data.unlabeled replaces it). With nothing left (e.g. 'full'), the unlabeled streams read
+    the labeled training images with their labels hidden, as FixMatch does."""
     segmentation_labeled: Budget = 10
-    """Labeled segmentation images (masks); the rest of the training split is unlabeled."""
+    """Labeled segmentation images (masks); the rest of the training split is unlabeled (or,
+    with none left, the labeled images with their masks hidden)."""
     val_fraction: float = 0.1
+    """Fraction of each source's images (whole patients) held out for validation."""
     test_fraction: float = 0.2
+    """Fraction of each source's images (whole patients) held out as its in-domain test set."""
+    segmentation_val_fraction: Optional[float] = None
+    """The segmentation source's own val_fraction (null: val_fraction), e.g. JSRT's paper split
+    111/13/123 next to Kermany's."""
+    segmentation_test_fraction: Optional[float] = None
+    """The segmentation source's own test_fraction (null: test_fraction)."""
 
     def __post_init__(self) -> None:
         for name in ("classification_labeled", "segmentation_labeled"):
             value = getattr(self, name)
             check(value == "full" or (isinstance(value, int) and value >= 1), name,
                    f"must be a positive integer or 'full', got {value!r}")
-        check(0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)")
-        check(0 <= self.test_fraction < 0.5, "test_fraction", "must be in [0, 0.5)")
+        for prefix in ("", "segmentation_"):
+            val, test = getattr(self, prefix + "val_fraction"), getattr(self, prefix + "test_fraction")
+            check(val is None or 0 < val < 0.5, prefix + "val_fraction", "must be in (0, 0.5)")
+            check(test is None or 0 <= test < 0.5, prefix + "test_fraction", "must be in [0, 0.5)")
+
+    def fractions(self, task: str) -> tuple[float, float]:
+        """(val_fraction, test_fraction) of ``task``'s source ('classification' or
+        'segmentation')."""
+        val, test = self.val_fraction, self.test_fraction
+        if task == "segmentation":
+            val = val if self.segmentation_val_fraction is None else self.segmentation_val_fraction
+            test = test if self.segmentation_test_fraction is None \
+                else self.segmentation_test_fraction
+        return val, test
 
 
 @dataclass
@@ -170,6 +153,11 @@ class DataConfig:
     """null for a segmentation-only config (variants with a classifier then refuse to load)."""
     segmentation: SourceConfig = field(default_factory=lambda: SourceConfig(
         domain=SyntheticDomainConfig(gamma=1.3, contrast=0.85, brightness=0.05, noise=0.05)))
+    unlabeled: Optional[UnlabeledSourceConfig] = None
+    """The unlabeled classification pool from its own source (null: the rest of the
+    classification training split). Read only by variants with unlabeled classification streams
+    (FixMatch, MixMatch); its training images are then also what one epoch is, for every
+    variant."""
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 0
@@ -186,6 +174,8 @@ class DataConfig:
               "data.global_batch_size", "must be >= 1 (or null: data.batch_size per rank)")
         check(self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1")
         check(self.workers >= 0, "data.workers", "must be >= 0")
+        check(self.unlabeled is None or self.classification is not None, "data.unlabeled",
+              "needs data.classification (the pool feeds the classifier's unlabeled streams)")
 
 
 @dataclass
@@ -243,7 +233,7 @@ class TrainerConfig:
     """Steps per epoch (schedule and max_epochs); 0 derives it from the data sources, the same
     for every variant and label budget: the classification training split (labeled and
     unlabeled) over the global batch, or the segmentation training split when the config has
-    no classification source."""
+    no classification source, or the training images of data.unlabeled when it is set."""
     val_every: int = 200
     select_by: Literal["auto", "val_acc", "val_dice", "val_mean", "none"] = "auto"
     """Which validation metric keeps RUN_DIR/checkpoints/best.pt (when val_every > 0; on the EMA
@@ -259,7 +249,11 @@ class TrainerConfig:
     """TensorBoard images (inputs, saliency, predicted masks) every this many steps (0 = never)."""
     progress: bool = True
     threads: int = 0
-    """torch intra-op threads (0 leaves torch's default)."""
+    """torch intra-op threads per rank (0: SLURM_CPUS_PER_TASK, OMP_NUM_THREADS, or the node's
+    CPUs over its ranks; see mmdist.engine.devices)."""
+    stop_check_every: int = 5
+    """Steps between the ranks' agreements on a stop signal (one all-reduce and one host sync
+    each); a signalled run stops within this many steps, on the same step on every rank."""
     deterministic: bool = False
     """torch deterministic algorithms (CUDA: cuBLAS set up for it, and warn-only for the
     decoder's bilinear upsampling, which has no deterministic CUDA backward)."""
@@ -278,6 +272,7 @@ class TrainerConfig:
                      "image_log_every", "threads"):
             check(getattr(self, name) >= 0, f"trainer.{name}", "must be >= 0")
         check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", "must be >= 1")
+        check(self.stop_check_every >= 1, "trainer.stop_check_every", "must be >= 1")
 
     def selection_metric(self, classifier: bool, decoder: bool) -> Optional[str]:
         """select_by resolved for a variant with these heads (None: no best.pt is kept).

@@ -50,6 +50,10 @@ class Config:
                 "ZeRO-3 parameter partitioning breaks the input gradient taken inside the forward "
                 "(engine.backward fails in both saliency modes). Use ZeRO stage 0, 1 or 2 "
                 "(configs/deepspeed/zero2.json) or model.saliency=none")
+        for i, entry in enumerate(self.evaluation.cross_domain):
+            check(entry.exclude != "unlabeled" or self.data.unlabeled is not None,
+                  f"evaluation.cross_domain[{i}].exclude",
+                  "'unlabeled' needs data.unlabeled (there is no separate pool to exclude)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -20,7 +20,8 @@ CLASS_NAMES = ("normal", "pneumonia")
 @dataclass
 class ImageSet:
     images: np.ndarray
-    """(N, H, W) uint8, H == W; may be a np.memmap (never copied whole)."""
+    """(N, H, W) uint8, H == W; may be a np.memmap (never copied whole), or a RowStack of
+    memory maps (a classification source and its own unlabeled pool)."""
     labels: np.ndarray
     """(N,) int64 class ids (0 normal, 1 pneumonia), NO_LABEL where unknown."""
     masks: Optional[np.ndarray] = None
@@ -62,13 +63,12 @@ class ImageSet:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         for name in ("images", "masks"):
-            state[name] = _MappedFile.of(state[name]) or state[name]
+            state[name] = _by_reference(state[name])
         return state
 
     def __setstate__(self, state: dict) -> None:
         for name in ("images", "masks"):
-            if isinstance(state[name], _MappedFile):
-                state[name] = state[name].open()
+            state[name] = _reopened(state[name])
         self.__dict__.update(state)
 
     def patient_groups(self) -> np.ndarray:
@@ -100,3 +100,58 @@ class _MappedFile:
     def open(self) -> np.memmap:
         return np.memmap(self.filename, dtype=np.dtype(self.dtype), mode="r", offset=self.offset,
                          shape=self.shape, order="F" if self.fortran else "C")
+
+
+def _by_reference(array):
+    """A whole-file memory map as its file reference (to pickle); anything else as it is."""
+    return _MappedFile.of(array) or array
+
+
+def _reopened(value):
+    """The inverse of _by_reference: a file reference mapped again."""
+    return value.open() if isinstance(value, _MappedFile) else value
+
+
+class RowStack:
+    """Several (N_i, H, W) uint8 arrays read as one (sum N_i, H, W) array without copying: how
+    a classification source and an unlabeled pool of another source (data.unlabeled) become one
+    ImageSet, whose index ranges the streams then sample. Supports what the readers use:
+    ``shape``, ``len`` and indexing by an integer or an integer array (rows come back as a new
+    array, each part read in one fancy index). Pickles its memory-mapped parts by reference."""
+
+    ndim = 3
+
+    def __init__(self, parts: list[np.ndarray]):
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        if not parts or len(shapes) != 1 or any(p.dtype != np.uint8 or p.ndim != 3 for p in parts):
+            raise ValueError(f"RowStack: parts must be (N, H, W) uint8 of one size, got "
+                             f"{[(p.shape, str(p.dtype)) for p in parts]}")
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.offsets[-1]),) + shapes.pop()
+        self.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        rows = np.asarray(index, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"RowStack: rows outside [0, {len(self)})")
+        out = np.empty((len(rows),) + self.shape[1:], dtype=np.uint8)
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for part in np.unique(part_of):
+            chosen = part_of == part
+            out[chosen] = self.parts[part][rows[chosen] - self.offsets[part]]
+        return out
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["parts"] = [_by_reference(p) for p in self.parts]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["parts"] = [_reopened(p) for p in state["parts"]]
+        self.__dict__.update(state)

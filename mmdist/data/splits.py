@@ -7,7 +7,8 @@ images have masks, by whether the patient has one, so val and test keep the sour
 
 Within the training split, ``choose_labeled`` picks the labeled subset of a budget (the paper's
 |D_l^c| = 100, 1000, full and |D_l^s| = 10, 50, full, or any integer); the rest of the training
-split is the unlabeled pool. Labeled subsets are stratified by class and nested: with one seed,
+split is the unlabeled pool (``Split.unlabeled_pool``: the labeled images themselves when
+nothing is left). Labeled subsets are stratified by class and nested: with one seed,
 the 100-image subset is the first 100 of the 1000-image one, so budgets differ only in labels.
 Everything is a function of the data and the seed; the train/val/test split does not depend on
 the budget.
@@ -30,7 +31,8 @@ class Split:
     """Index arrays into one ImageSet (sorted int64, pairwise disjoint).
 
     val and test hold only images with the task's target (a class label, or a mask); labeled
-    too; unlabeled is the rest of the training patients' images."""
+    too; unlabeled is the rest of the training patients' images, or, with an unlabeled pool from
+    its own source (data.unlabeled), that pool's training images."""
 
     labeled: np.ndarray
     unlabeled: np.ndarray
@@ -40,6 +42,13 @@ class Split:
     @property
     def train(self) -> np.ndarray:
         return np.sort(np.concatenate([self.labeled, self.unlabeled]))
+
+    @property
+    def unlabeled_pool(self) -> np.ndarray:
+        """What the unlabeled streams read: the unlabeled images, or, when a budget labels every
+        training image (e.g. 'full'), the labeled ones with their targets hidden (FixMatch's
+        convention), so that every budget of every variant trains."""
+        return self.unlabeled if len(self.unlabeled) else self.labeled
 
 
 def mask_flags(imageset: ImageSet) -> np.ndarray:

@@ -40,6 +40,7 @@ from mmdist.data.sources import build_task_data, load_imageset
 from mmdist.data.splits import mask_flags
 from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.data.synthetic import synthetic_imageset
+from mmdist.data.unlabeled import exclude_pool_patients
 from mmdist.engine.devices import resolve_device
 from mmdist.evaluation import plots
 from mmdist.evaluation.loading import default_checkpoint, load_model, selection_of
@@ -96,6 +97,7 @@ def build_test_sets(config: Config, spec) -> list[EvalSet]:
             indices = np.flatnonzero(np.asarray(imageset.labels) != NO_LABEL)
             if not len(indices):
                 raise ValueError(f"{where}: a classification test set needs labels; none found")
+        indices = exclude_pool_patients(config, entry, imageset, indices)
         sets.append(EvalSet(entry.name, entry.task, "cross", imageset, indices))
     return sets
 
