@@ -126,24 +126,33 @@ def collect(target: str | Path, reference: str = "multimix", output_dir=None,
 
 def estimate_lines(spec, statuses: dict[str, str]) -> list[str]:
     """The GPU-hours of the spec's runs (all, and those not completed), from
-    estimate.seconds_per_step x each run's trainer.max_steps x its GPUs; or how to get it."""
+    estimate.seconds_per_step x each run's steps (trainer.max_steps, or max_epochs x its epoch)
+    x its GPUs; or how to get it."""
     if spec.seconds_per_step is None:
         return ["estimate:    none; add `estimate: {seconds_per_step: S}` to the spec, S the "
                 "step_s_median of `python -m mmdist.bench step` on the runs' GPU"]
+    from mmdist.data.records import DatasetError
+
     gpus = spec.slurm.nodes * spec.slurm.gpus_per_node
     unit = "GPU-hours" if gpus else "job-hours (the spec asks for no GPUs)"
+    ranks = spec.slurm.nodes * spec.slurm.ranks_per_node
+    try:
+        planned = {r.name: r.planned_steps(ranks) for r in spec.runs}
+    except (DatasetError, ConfigError, ValueError, OSError) as exc:
+        return [f"estimate:    unknown: the runs count epochs and their data cannot be read here "
+                f"({exc}); give the data, trainer.steps_per_epoch or trainer.max_steps"]
 
     def hours(runs) -> float:
-        return sum(r.max_steps for r in runs) * spec.seconds_per_step * max(gpus, 1) / 3600
+        return sum(planned[r.name] for r in runs) * spec.seconds_per_step * max(gpus, 1) / 3600
 
     left = [r for r in spec.runs if statuses[r.name] != "completed"]
-    steps = Counter(r.max_steps for r in spec.runs)
+    steps = Counter(planned.values())
     lines = [f"estimate:    {hours(spec.runs):.1f} {unit} for {len(spec.runs)} runs "
-             f"({spec.seconds_per_step:g} s/step x trainer.max_steps x {max(gpus, 1)} per run); "
+             f"({spec.seconds_per_step:g} s/step x steps per run x {max(gpus, 1)} GPU per run); "
              f"not completed: {hours(left):.1f} for {len(left)} runs",
              "             upper bound: a resumed run trains only the steps after its checkpoint"]
     if len(steps) > 1:
-        lines.append("             max_steps differ: " + ", ".join(
+        lines.append("             steps differ: " + ", ".join(
             f"{s} ({n} runs)" for s, n in sorted(steps.items())))
     return lines
 

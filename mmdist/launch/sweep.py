@@ -83,9 +83,28 @@ class Run:
     def run_dir(self) -> Path:
         return Path(self.config_tree["output_dir"])
 
-    @property
-    def max_steps(self) -> int:
-        return int(self.config_tree["trainer"]["max_steps"])
+    def planned_steps(self, ranks: int) -> int:
+        """The run's length in steps at ``ranks`` ranks: trainer.max_steps, or trainer.max_epochs
+        x the epoch its data sources define (mmdist.engine.schedule), which reads the sources'
+        sizes (a prepared cache is memory-mapped, the built-in data counted without pixels).
+        Raises DatasetError/ConfigError when a recipe's data cannot be read here."""
+        trainer = self.config_tree["trainer"]
+        if trainer.get("max_steps") is not None:
+            return int(trainer["max_steps"])
+        from mmdist.data.sources import epoch_pool
+        from mmdist.engine.schedule import plan_run
+
+        config = from_dict(self.config_tree)
+        # Runs of one sweep share their data: count each (data, seed) once.
+        key = json.dumps([self.config_tree["data"], self.config_tree["seed"]], sort_keys=True,
+                         default=str)
+        if key not in _EPOCH_POOLS:
+            _EPOCH_POOLS[key] = epoch_pool(config)
+        pool = _EPOCH_POOLS[key]
+        return plan_run(config, ranks, pool.images, pool.description).max_steps
+
+
+_EPOCH_POOLS: dict[str, object] = {}
 
 
 @dataclass

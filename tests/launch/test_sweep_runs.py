@@ -75,9 +75,10 @@ def test_dry_run_names_the_shared_runs_the_run_count_and_the_estimate(tmp_path, 
     assert sum(line.startswith("missing ") for line in lines) == 285
     assert not (tmp_path / "sweep.json").exists()  # a dry run writes nothing
 
-    # With the spec's estimate: 285 runs x 20000 steps x 0.5 s x 1 GPU.
-    text = PAPER_SPEC.read_text().replace("config: ../default.yaml",
+    # With the spec's estimate, on the built-in data: 285 runs x 20000 steps x 0.5 s x 1 GPU.
+    text = PAPER_SPEC.read_text().replace("config: ../paper/in_domain.yaml",
                                           f"config: {REPO / 'configs' / 'default.yaml'}")
+    assert text != PAPER_SPEC.read_text()
     spec_path = tmp_path / "estimated.yaml"
     spec_path.write_text(text + "estimate: {seconds_per_step: 0.5}\n")
     code, out, err = run_sweep(capsys, str(spec_path), "--dry-run", "--output-dir", str(tmp_path))
@@ -85,6 +86,13 @@ def test_dry_run_names_the_shared_runs_the_run_count_and_the_estimate(tmp_path, 
     hours = 285 * 20000 * 0.5 / 3600
     assert f"estimate:    {hours:.1f} GPU-hours for 285 runs" in out
     assert f"not completed: {hours:.1f} for 285 runs" in out
+    # The paper's recipe counts epochs: its data must be readable to count steps.
+    spec_path.write_text(PAPER_SPEC.read_text().replace(
+        "config: ../paper/in_domain.yaml", f"config: {REPO / 'configs' / 'paper' / 'in_domain.yaml'}")
+        + "estimate: {seconds_per_step: 0.5}\n")
+    code, out, err = run_sweep(capsys, str(spec_path), "--dry-run", "--output-dir", str(tmp_path))
+    assert code == 0, err
+    assert "estimate:    unknown: the runs count epochs and their data cannot be read here" in out
     # Runs of other lengths count their own steps, times the GPUs each run holds.
     spec_path = write_spec(tmp_path, """grid:
   model.variant: [unet, multimix]
@@ -95,7 +103,7 @@ estimate: {seconds_per_step: 2}
     code, out, err = run_sweep(capsys, str(spec_path), "--dry-run", "--output-dir", str(tmp_path))
     assert code == 0, err
     assert f"estimate:    {2 * (100 + 300) * 2 * 2 / 3600:.1f} GPU-hours for 4 runs" in out
-    assert "max_steps differ: 100 (2 runs), 300 (2 runs)" in out
+    assert "steps differ: 100 (2 runs), 300 (2 runs)" in out
 
 
 def test_overrides_a_sweep_would_drop_are_refused(tmp_path, capsys, monkeypatch):
