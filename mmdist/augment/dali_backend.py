@@ -8,7 +8,9 @@ is a pure function of (seed, rank, world, step): an epoch reproduces bit for bit
 sees what an uninterrupted one would, and the two backends agree within interpolation tolerance.
 
 Each image is read once per step; the unlabeled classification images feed their weak, strong
-(and second weak) views from that one read.
+(and second weak) views from that one read. The views are uint8, as the torch backend's: in pinned
+memory when the training device is CUDA (CPU operators), or on the GPU (data.augment.device: gpu),
+copied there on torch's stream without waiting for the copy.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from nvidia.dali.backend import TensorListGPU
+from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-from mmdist.augment.dali_ops import op_arguments, weak_arguments
+from mmdist.augment.draws import draw_strong, draw_weak
+from mmdist.augment.dali_ops import strong_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
 from mmdist.augment.torch_source import TorchStepSource
 from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
@@ -79,16 +83,12 @@ class DaliStepSource(TorchStepSource):
         for stream, kind in read.views:
             generator.manual_seed(step_seed(self.seed, self.rank, step, VIEW_IDS[stream]))
             if kind == "strong":
-                weak, draws = self.augmenter.draw_strong(generator, count, self.size)
-            else:
-                weak, draws = self.augmenter.draw_weak(generator, count, self.size), None
-            flips, anchors = zip(*(weak_arguments(p) for p in weak))
-            inputs += [np.stack(flips), np.stack(anchors)]
-            if draws is not None:
+                draws = draw_strong(generator, count, self.size, self.augment)
+                inputs += weak_arguments(draws.weak)
                 for slot in range(self.augment.strong_ops):
-                    args = [op_arguments(d[slot].name, d[slot].magnitude, d[slot].sign,
-                                         d[slot].applied, self.size) for d in draws]
-                    inputs += [np.stack(column) for column in zip(*args)]
+                    inputs += strong_arguments(draws, slot, self.size)
+            else:
+                inputs += weak_arguments(draw_weak(generator, count, self.size, self.augment))
         return inputs
 
     def _callback(self, read: Read, step_of: Callable[[int], int]):
@@ -111,11 +111,12 @@ class DaliStepSource(TorchStepSource):
         return pipe
 
     # ---- outputs ------------------------------------------------------------------------------
-    def _to_batch(self, outputs, step: int) -> StepBatch:
+    def _to_batch(self, outputs, step: int, pin: bool) -> StepBatch:
         names = [name for read in self.reads for name in read.output_names()]
         batch = StepBatch()
+        stream = torch.cuda.current_stream() if self.device == "gpu" else None
         for name, tensor_list in zip(names, outputs):
-            views = _to_torch(tensor_list)  # (B, S, S, 1) float32, already model input
+            views = _to_torch(tensor_list, pin, stream)  # (B, S, S, 1) uint8
             # One channel: HWC and CHW share a memory layout, so a view gives (B, 1, S, S).
             setattr(batch, name, views.view(views.shape[0], 1, views.shape[1], views.shape[2]))
         if CLS_LABELED in self.streams:
@@ -124,8 +125,9 @@ class DaliStepSource(TorchStepSource):
             batch.cls_labeled_target = torch.from_numpy(labels).long()
         return batch
 
-    def iterate(self, start: int, stop: int) -> Iterator[StepBatch]:
-        """StepBatches for steps [start, stop), made ahead by DALI's prefetch queue."""
+    def iterate(self, start: int, stop: int, pin: bool = False) -> Iterator[StepBatch]:
+        """StepBatches for steps [start, stop), made ahead by DALI's prefetch queue; CPU outputs
+        in pinned memory when ``pin``."""
         if stop <= start:
             return
 
@@ -135,23 +137,41 @@ class DaliStepSource(TorchStepSource):
             return start + iteration
 
         pipe = self.build_pipeline(step_of)
-        for step in range(start, stop):
-            yield self._to_batch(pipe.run(), step)
-        del pipe
+        # GPU outputs: pipe.run() returns them finished (host-synchronous with DALI's own work),
+        # and feed_ndarray copies them on torch's current stream without waiting, behind what
+        # torch has queued there. DALI must not reuse (its older executor, at the next run) or
+        # free (its default one, once the outputs are dropped) a buffer before its copy ran, so
+        # the step's outputs are kept with an event recorded after their copies, and the host
+        # waits on that event before it asks DALI for the next step: one wait per step, not one
+        # per view, and the copies have usually finished by then.
+        pending = None
+        try:
+            for step in range(start, stop):
+                if pending is not None:
+                    pending[1].synchronize()
+                outputs = pipe.run()
+                batch = self._to_batch(outputs, step, pin)
+                if self.device == "gpu":
+                    copied = torch.cuda.Event()
+                    copied.record(torch.cuda.current_stream())
+                    pending = (outputs, copied)
+                yield batch
+        finally:
+            if pending is not None:
+                pending[1].synchronize()
+            del pending, pipe
 
     def batch(self, step: int) -> StepBatch:
         return next(self.iterate(step, step + 1))
 
 
-def _to_torch(tensor_list) -> torch.Tensor:
-    """A dense DALI TensorList (CPU or GPU) as a torch tensor on the same device (a copy: DALI
-    reuses its buffers on the next iteration)."""
+def _to_torch(tensor_list, pin: bool, stream) -> torch.Tensor:
+    """A dense DALI TensorList as a torch tensor on the same device, copied (DALI reuses its
+    buffers): a GPU one on ``stream`` without waiting for it, a CPU one into pinned memory when
+    ``pin``."""
+    dense = tensor_list.as_tensor()
+    dtype = to_torch_type[dense.dtype]
     if isinstance(tensor_list, TensorListGPU):
-        from nvidia.dali.plugin.pytorch import feed_ndarray
-
-        dense = tensor_list.as_tensor()
-        out = torch.empty(dense.shape(), dtype=torch.float32, device=torch.cuda.current_device())
-        # No stream given: a blocking copy, finished before DALI may overwrite its buffer.
-        feed_ndarray(dense, out)
-        return out
-    return torch.from_numpy(tensor_list.as_array())
+        out = torch.empty(dense.shape(), dtype=dtype, device=torch.cuda.current_device())
+        return feed_ndarray(dense, out, cuda_stream=stream)
+    return feed_ndarray(dense, torch.empty(dense.shape(), dtype=dtype, pin_memory=pin))

@@ -1,10 +1,10 @@
 """The augmentation policy (mmdist.augment.policy) as DALI graph pieces, plus the host-side
 arguments that drive them.
 
-The random parameters are drawn on the host by the torch backend's samplers
-(``sample_weak`` / ``sample_strong``) from the same per-(seed, rank, step, view) generators, and
-fed to DALI as per-sample argument inputs. The DALI graph only applies them, so both backends draw
-identical parameters and a view is a pure function of the step, as in the torch backend.
+The random parameters are drawn on the host by mmdist.augment.draws, the draws the torch backend
+applies, from the same per-(seed, rank, step, view) generators, and fed to DALI as per-sample
+argument inputs computed for the whole batch at once. The DALI graph only applies them, so both
+backends apply identical parameters and a view is a pure function of the step.
 
 Every graph piece takes 1-channel uint8 HWC images and reproduces the torchvision.transforms.v2
 kernel the torch backend calls, rounding included (uint8 results are truncated, as torchvision's
@@ -36,37 +36,50 @@ def kind_of(name: str) -> str:
     return "warp" if POOL_BY_NAME[name].geometric else name
 
 
-# ---- host side: the sampled parameters as DALI argument inputs ----------------------------------
-def weak_arguments(params) -> tuple[np.ndarray, np.ndarray]:
-    """WeakParams -> (flip int32 scalar, slice anchor int32 [top, left] in the unpadded frame)."""
-    anchor = np.array([params.top - params.pad, params.left - params.pad], dtype=np.int32)
-    return np.array(int(params.flip), dtype=np.int32), anchor
+# ---- host side: the drawn parameters as DALI argument inputs, a batch at a time -----------------
+def weak_arguments(draws) -> tuple[np.ndarray, np.ndarray]:
+    """WeakDraws of N images -> (flip int32 (N,), slice anchor int32 (N, 2) [top, left] in the
+    unpadded frame)."""
+    anchor = np.stack([draws.top.numpy(), draws.left.numpy()], 1) - draws.pad
+    return draws.flip.numpy().astype(np.int32), anchor.astype(np.int32)
 
 
-def op_arguments(name: str, magnitude: int, sign: int, applied: bool, size: int):
-    """One drawn pool op -> (kind code int32, value float32, matrix float32 (2, 3)).
+def op_arguments(op: np.ndarray, magnitude: np.ndarray, sign: np.ndarray, applied: np.ndarray,
+                 size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """N drawn pool ops (indices into POOL, magnitudes, signs, applied flags; (N,) arrays) ->
+    (kind code int32 (N,), value float32 (N,), matrix float32 (N, 2, 3)).
 
     ``value`` is what the kind needs: the blend factor of brightness/contrast/sharpness, the bit
     mask of posterize, the threshold of solarize; geometric ops carry their source-from-output
-    matrix instead.
+    matrix instead. One pass per pool op present, not per image.
     """
-    spec = POOL_BY_NAME[name]
-    kind = kind_of(name) if applied else "identity"
-    strength = spec.strength(magnitude, sign)
-    value, matrix = 0.0, IDENTITY_MATRIX
-    if kind == "warp":
-        matrix = np.asarray(inverse_affine_matrix(*affine_arguments(name, strength, size), size),
-                            dtype=np.float32)
-    elif kind == "posterize":
-        bits = int(strength)
-        value = float(((1 << bits) - 1) << (8 - bits))
-    elif kind == "solarize":
-        if strength <= 0:  # the torch backend leaves the image alone at threshold 256
-            kind = "identity"
-        value = float(256 - strength)
-    elif kind in ("brightness", "contrast", "sharpness"):
-        value = float(strength)
-    return np.array(KIND_CODE[kind], dtype=np.int32), np.array(value, dtype=np.float32), matrix
+    op, magnitude, sign, applied = (np.asarray(a).reshape(-1) for a in (op, magnitude, sign, applied))
+    kind = np.full(op.shape, KIND_CODE["identity"], dtype=np.int32)
+    value = np.zeros(op.shape, dtype=np.float32)
+    matrix = np.repeat(IDENTITY_MATRIX[None], len(op), axis=0)
+    for index in np.unique(op[applied]):
+        spec = POOL[index]
+        rows = np.flatnonzero(applied & (op == index))
+        strength = spec.strength(magnitude[rows], sign[rows])
+        name = kind_of(spec.name)
+        if name == "warp":
+            matrix[rows] = inverse_affine_matrix(*affine_arguments(spec.name, strength, size), size)
+        elif name == "posterize":
+            bits = strength.astype(np.int64)
+            value[rows] = ((1 << bits) - 1) << (8 - bits)
+        elif name == "solarize":
+            value[rows] = 256 - strength
+            rows = rows[strength > 0]  # the torch backend leaves the image alone at threshold 256
+        elif name in ("brightness", "contrast", "sharpness"):
+            value[rows] = strength
+        kind[rows] = KIND_CODE[name]
+    return kind, value, matrix
+
+
+def strong_arguments(draws, slot: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """op_arguments of RandAugment slot ``slot`` of a batch's StrongDraws."""
+    return op_arguments(draws.op[:, slot].numpy(), draws.magnitude[:, slot].numpy(),
+                        draws.sign[:, slot].numpy(), draws.applied[:, slot].numpy(), size)
 
 
 # ---- graph side ---------------------------------------------------------------------------------
@@ -77,12 +90,6 @@ def weak_view(image, flip, anchor, size: int):
     image = fn.flip(image, horizontal=flip)
     return fn.slice(image, start=anchor, shape=[size, size], axis_names="HW",
                     out_of_bounds_policy="reflect_101")
-
-
-def model_input(image):
-    """uint8 view -> float32 in [-1, 1], bit for bit mmdist.data.streams.to_model_input (the
-    same float32 division and subtraction), computed by the pipeline's threads (or the GPU)."""
-    return fn.cast(image, dtype=types.FLOAT) / np.float32(127.5) - np.float32(1.0)
 
 
 def _truncate_to_uint8(values):

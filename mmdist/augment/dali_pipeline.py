@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import fn, pipeline_def
 
-from mmdist.augment.dali_ops import apply_pool_op, model_input, weak_view
+from mmdist.augment.dali_ops import apply_pool_op, weak_view
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class Read:
 
 @pipeline_def(enable_conditionals=True)
 def step_pipeline(reads: tuple[Read, ...], callbacks, size: int, n_ops: int, device: str):
-    """Outputs, in the order of ``Read.output_names`` over ``reads``: float32 HWC views (1 channel)
-    on ``device``, images in [-1, 1] (model inputs), masks in {0, 1}. ``callbacks[i](batch_info)`` returns the host inputs of ``reads[i]``."""
+    """Outputs, in the order of ``Read.output_names`` over ``reads``: uint8 HWC views (1 channel)
+    on ``device``, masks in {0, 1}; they become model input on the training device (a quarter of
+    float32's bytes to move). ``callbacks[i](batch_info)`` returns the host inputs of ``reads[i]``."""
     outputs = []
     for read, callback in zip(reads, callbacks):
         count = read.input_count(n_ops)
@@ -61,7 +62,7 @@ def step_pipeline(reads: tuple[Read, ...], callbacks, size: int, n_ops: int, dev
                     op_kind, value, matrix = inputs.pop(0), inputs.pop(0), inputs.pop(0)
                     view, view_mask = apply_pool_op(view, view_mask, op_kind, value, matrix,
                                                     size, device)
-            outputs.append(model_input(view))
+            outputs.append(view)
             if view_mask is not None:
-                outputs.append(fn.cast(view_mask, dtype=types.FLOAT))
+                outputs.append(view_mask)
     return tuple(outputs)

@@ -9,13 +9,15 @@ An op's strength at magnitude v is ``bias + max_value * v / 10`` (the reference'
 ``signed`` ops flip the sign with p=0.5. Geometric ops move the mask too (nearest), intensity ops
 touch the image only. Equalize uses OpenCV's lookup table in both backends (the one DALI
 implements), not PIL's. No colour op is in the pool: DALI's colour ops kill the process on 1-channel
-images.
+images. The functions below take numbers or numpy arrays (an entry per image) alike, so that a
+batch's arguments take a few array operations.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+import numpy as np
 
 MAX_MAGNITUDE = 10
 
@@ -29,11 +31,12 @@ class OpSpec:
     signed: bool = False
     integer: bool = False
 
-    def strength(self, magnitude: int, sign: int = 1) -> float:
-        """The op's parameter at integer magnitude 1..10 (sign +-1 for signed ops)."""
+    def strength(self, magnitude, sign=1):
+        """The op's parameter at integer magnitude 1..10 (sign +-1 for signed ops); numbers or
+        arrays of them."""
         value = magnitude * self.max_value / MAX_MAGNITUDE
         if self.integer:
-            value = int(value)
+            value = _whole(value)
         value = value + self.bias
         return value * sign if self.signed else value
 
@@ -56,12 +59,17 @@ POOL: tuple[OpSpec, ...] = (
 POOL_BY_NAME = {op.name: op for op in POOL}
 
 
+def _whole(value):
+    """int(value), toward zero, for a number or an array."""
+    return value.astype(np.int64) if isinstance(value, np.ndarray) else int(value)
+
+
 def pad_pixels(size: int, pad_fraction: float) -> int:
     """Reflect padding of the weak crop in pixels (the reference: int(256 * 0.125) = 32)."""
     return int(size * pad_fraction)
 
 
-def affine_arguments(name: str, value: float, size: int) -> tuple[float, tuple[int, int], tuple[float, float]]:
+def affine_arguments(name: str, value, size: int):
     """A geometric op as torchvision affine arguments: (angle in degrees, integer translation in
     pixels (x, y), shear angles in degrees (x, y)), all about the image centre.
 
@@ -69,39 +77,37 @@ def affine_arguments(name: str, value: float, size: int) -> tuple[float, tuple[i
     shear_x/y (shear angle = atan(factor)), a fraction of ``size`` for translate_x/y.
     """
     if name == "rotate":
-        return float(value), (0, 0), (0.0, 0.0)
+        return value * 1.0, (0, 0), (0.0, 0.0)
     if name == "shear_x":
-        return 0.0, (0, 0), (math.degrees(math.atan(value)), 0.0)
+        return 0.0, (0, 0), (np.degrees(np.arctan(value)), 0.0)
     if name == "shear_y":
-        return 0.0, (0, 0), (0.0, math.degrees(math.atan(value)))
+        return 0.0, (0, 0), (0.0, np.degrees(np.arctan(value)))
     if name == "translate_x":
-        return 0.0, (int(value * size), 0), (0.0, 0.0)
+        return 0.0, (_whole(value * size), 0), (0.0, 0.0)
     if name == "translate_y":
-        return 0.0, (0, int(value * size)), (0.0, 0.0)
+        return 0.0, (0, _whole(value * size)), (0.0, 0.0)
     raise KeyError(f"{name!r} is not a geometric op of the pool")
 
 
-def inverse_affine_matrix(angle: float, translate: tuple[int, int], shear: tuple[float, float],
-                          size: int) -> list[list[float]]:
+def inverse_affine_matrix(angle, translate, shear, size: int) -> np.ndarray:
     """The 2x3 matrix mapping an output pixel position to its source position, in absolute pixel
-    coordinates with (0, 0) at the corner of the first pixel (pixel centres at i + 0.5).
+    coordinates with (0, 0) at the corner of the first pixel (pixel centres at i + 0.5); float64
+    (..., 2, 3), one matrix per entry of the (broadcast) arguments.
 
     Same transform as torchvision's affine with scale 1 about the image centre
     (M = T * C * R * SHy * SHx * C^-1, inverted), written out so that backends that take a matrix
     (DALI warp_affine) apply exactly what torchvision applies.
     """
-    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
-    a = math.cos(rot - sy) / math.cos(sy)
-    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
-    c = math.sin(rot - sy) / math.cos(sy)
-    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    rot, sx, sy = np.radians(angle), np.radians(shear[0]), np.radians(shear[1])
+    a = np.cos(rot - sy) / np.cos(sy)
+    b = -np.cos(rot - sy) * np.tan(sx) / np.cos(sy) - np.sin(rot)
+    c = np.sin(rot - sy) / np.cos(sy)
+    d = -np.sin(rot - sy) * np.tan(sx) / np.cos(sy) + np.cos(rot)
     # The forward linear part [[a, b], [c, d]] has determinant 1, so its inverse is the adjugate.
     inv = [[d, -b], [-c, a]]
     centre = size / 2.0
     tx, ty = translate
-    out = []
-    for row, base in zip(inv, (centre, centre)):
-        # source = inv @ (dst - centre - t) + centre
-        offset = base - row[0] * (centre + tx) - row[1] * (centre + ty)
-        out.append([row[0], row[1], offset])
-    return out
+    # source = inv @ (dst - centre - t) + centre
+    entries = np.broadcast_arrays(*[value for r0, r1 in inv
+                                    for value in (r0, r1, centre - r0 * (centre + tx) - r1 * (centre + ty))])
+    return np.stack(entries, -1).reshape(entries[0].shape + (2, 3))

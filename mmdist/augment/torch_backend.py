@@ -1,61 +1,26 @@
 """The augmentation policy (mmdist.augment.policy) on torch tensors with torchvision.transforms.v2.
 
-Sampling and applying are separate: ``sample_weak`` / ``sample_strong`` draw the parameters from a
-torch.Generator, ``apply_weak`` / ``apply_op`` apply them. Tests (and the DALI backend's parity
-checks) can therefore feed the same parameters to both backends.
+Drawing and applying are separate: mmdist.augment.draws draws a batch's parameters (the DALI
+backend reads the same draws), ``weak_views`` / ``apply_op`` apply them. Tests can therefore feed
+the same parameters to both backends.
 
-Images are (1, H, W) uint8 tensors; masks are (1, H, W) uint8 {0, 1} or None. Geometric ops use
-nearest-neighbour interpolation (torchvision's RandAugment default) and fill with 0.
+Images are uint8 tensors, masks uint8 {0, 1} or None: (N, 1, H, W) for ``weak_views``, (1, H, W)
+for ``apply_op``. Geometric ops use nearest-neighbour interpolation (torchvision's RandAugment
+default) and fill with 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from mmdist.augment.policy import POOL, POOL_BY_NAME, affine_arguments, pad_pixels
+from mmdist.augment.draws import WeakDraws, draw_strong, draw_weak
+from mmdist.augment.policy import POOL, POOL_BY_NAME, affine_arguments
 
 NEAREST = InterpolationMode.NEAREST
-
-
-@dataclass(frozen=True)
-class WeakParams:
-    flip: bool
-    top: int
-    """Crop offset into the padded image, in [0, 2 * pad]."""
-    left: int
-    pad: int
-
-
-@dataclass(frozen=True)
-class OpDraw:
-    name: str
-    magnitude: int
-    sign: int
-    applied: bool
-
-
-def sample_weak(generator: torch.Generator, size: int, pad_fraction: float) -> WeakParams:
-    pad = pad_pixels(size, pad_fraction)
-    top, left = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-    flip = bool(torch.randint(0, 2, (1,), generator=generator).item())
-    return WeakParams(flip=flip, top=top, left=left, pad=pad)
-
-
-def sample_strong(generator: torch.Generator, n_ops: int, max_magnitude: int, apply: str) -> list[OpDraw]:
-    draws = []
-    for _ in range(n_ops):
-        index = int(torch.randint(0, len(POOL), (1,), generator=generator))
-        magnitude = int(torch.randint(1, max_magnitude + 1, (1,), generator=generator))
-        sign = 1 if int(torch.randint(0, 2, (1,), generator=generator)) else -1
-        coin = float(torch.rand((1,), generator=generator))
-        applied = apply == "always" or coin < 0.5
-        draws.append(OpDraw(POOL[index].name, magnitude, sign, applied))
-    return draws
 
 
 def _reflect_index(positions: torch.Tensor, length: int) -> torch.Tensor:
@@ -65,22 +30,20 @@ def _reflect_index(positions: torch.Tensor, length: int) -> torch.Tensor:
     return torch.where(positions >= length, period - positions, positions)
 
 
-def reflect_crop(image: torch.Tensor, top: int, left: int, pad: int) -> torch.Tensor:
-    """Crop an (C, H, W) image back to (C, H, W) from its reflect-padded version, offsets into the
-    padded frame; identical to torchvision RandomCrop(size, padding=pad, padding_mode='reflect')."""
-    height, width = image.shape[-2:]
-    rows = _reflect_index(torch.arange(height) + top - pad, height)
-    cols = _reflect_index(torch.arange(width) + left - pad, width)
-    return image[..., rows[:, None], cols[None, :]]
+def weak_views(images: torch.Tensor, masks: Optional[torch.Tensor], draws: WeakDraws):
+    """Flip, then crop back to (H, W) from the reflect-padded image, each image with its own
+    draws; identical to torchvision's horizontal_flip followed by RandomCrop(size, padding=pad,
+    padding_mode='reflect'). (N, C, H, W) in and out."""
+    height, width = images.shape[-2:]
+    rows = _reflect_index(torch.arange(height) + (draws.top - draws.pad)[:, None], height)
+    cols = _reflect_index(torch.arange(width) + (draws.left - draws.pad)[:, None], width)
+    cols = torch.where(draws.flip[:, None], width - 1 - cols, cols)  # the flip, folded in
 
+    def pick(x):  # two 1-D selections per image: 2.5x faster than one gather over the batch
+        return torch.stack([x[i].index_select(-2, rows[i]).index_select(-1, cols[i])
+                            for i in range(x.shape[0])])
 
-def apply_weak(image: torch.Tensor, mask: Optional[torch.Tensor], params: WeakParams):
-    if params.flip:
-        image = TF.horizontal_flip(image)
-        mask = TF.horizontal_flip(mask) if mask is not None else None
-    image = reflect_crop(image, params.top, params.left, params.pad)
-    mask = reflect_crop(mask, params.top, params.left, params.pad) if mask is not None else None
-    return image, mask
+    return pick(images), (pick(masks) if masks is not None else None)
 
 
 def equalize(image: torch.Tensor) -> torch.Tensor:
@@ -143,37 +106,22 @@ class TorchAugmenter:
     def __init__(self, augment_config):
         self.config = augment_config
 
-    # The order of the draws is part of the contract: the DALI backend replays these two methods
-    # to apply the very parameters this backend would.
-    def draw_weak(self, generator: torch.Generator, count: int, size: int) -> list[WeakParams]:
-        """Weak-view parameters for ``count`` images of ``size`` pixels, in batch order."""
-        return [sample_weak(generator, size, self.config.pad_fraction) for _ in range(count)]
-
-    def draw_strong(self, generator: torch.Generator, count: int, size: int):
-        """Strong-view parameters: the weak parameters of the whole batch first, then each
-        image's RandAugment draws. Returns (list[WeakParams], list[list[OpDraw]])."""
-        weak = self.draw_weak(generator, count, size)
-        ops = [sample_strong(generator, self.config.strong_ops, self.config.strong_magnitude,
-                             self.config.strong_apply) for _ in range(count)]
-        return weak, ops
-
     def weak(self, images: torch.Tensor, masks: Optional[torch.Tensor], generator: torch.Generator):
         """images: (N, 1, H, W) uint8; masks: same or None. Returns the same shapes."""
-        out_images, out_masks = [], []
-        for i, params in enumerate(self.draw_weak(generator, images.shape[0], images.shape[-1])):
-            image, mask = apply_weak(images[i], masks[i] if masks is not None else None, params)
-            out_images.append(image)
-            out_masks.append(mask)
-        return torch.stack(out_images), (torch.stack(out_masks) if masks is not None else None)
+        draws = draw_weak(generator, images.shape[0], images.shape[-1], self.config)
+        return weak_views(images, masks, draws)
 
     def strong(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Weak view, then RandAugment(n, m) per image. (N, 1, H, W) uint8 in and out."""
-        weak_params, op_draws = self.draw_strong(generator, images.shape[0], images.shape[-1])
+        draws = draw_strong(generator, images.shape[0], images.shape[-1], self.config)
+        views, _ = weak_views(images, None, draws.weak)
         out = []
-        for image, params, draws in zip(images, weak_params, op_draws):
-            image, _ = apply_weak(image, None, params)
-            for draw in draws:
-                if draw.applied:
-                    image, _ = apply_op(image, None, draw.name, draw.magnitude, draw.sign)
-            out.append(image)
+        # The ops differ per image, so they are applied one image at a time.
+        for view, ops, magnitudes, signs, applied in zip(
+                views, draws.op.tolist(), draws.magnitude.tolist(), draws.sign.tolist(),
+                draws.applied.tolist()):
+            for op, magnitude, sign, on in zip(ops, magnitudes, signs, applied):
+                if on:
+                    view, _ = apply_op(view, None, POOL[op].name, magnitude, sign)
+            out.append(view)
         return torch.stack(out)

@@ -2,7 +2,8 @@
 
 Each stream's indices come from a ShardedStream (this rank's disjoint, per-epoch reshuffled
 shard); each view's augmentation from a generator seeded by (seed, rank, step, view). The DALI
-source (mmdist.augment.dali_backend) extends this class and keeps both.
+source (mmdist.augment.dali_backend) extends this class and keeps both. Views stay uint8: they
+become model input on the training device (StepBatch.as_model_input).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import torch
 from mmdist.augment.torch_backend import TorchAugmenter
 from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, SEG_LABELED, SEG_UNLABELED,
                                  STREAM_IDS, VIEW_IDS, ShardedStream, StepBatch, gather_rows,
-                                 step_seed, to_model_input)
+                                 step_seed)
 
 
 class TorchStepSource:
-    """Builds StepBatches on the CPU with the torch augmentation backend."""
+    """Builds uint8 StepBatches on the CPU with the torch augmentation backend."""
 
     def __init__(self, task_data, streams: tuple[str, ...], data_config, seed: int, rank: int = 0,
                  world_size: int = 1):
@@ -48,12 +49,12 @@ class TorchStepSource:
             if name == SEG_LABELED:
                 masks = gather_rows(task.imageset.masks, indices, self.size, nearest=True)
                 images, masks = self.augmenter.weak(images, masks, generator)
-                out.seg_labeled_mask = masks.float()
+                out.seg_labeled_mask = masks
             elif name == CLS_STRONG:
                 images = self.augmenter.strong(images, generator)
             else:
                 images, _ = self.augmenter.weak(images, None, generator)
-            setattr(out, name, to_model_input(images))
+            setattr(out, name, images)
             if name == CLS_LABELED:
                 out.cls_labeled_target = torch.from_numpy(np.asarray(task.imageset.labels)[indices])
         return out

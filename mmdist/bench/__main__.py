@@ -14,6 +14,7 @@ import sys
 BENCHMARKS = {
     "step": "training steps of a variant on random data",
     "augment": "weak + strong view throughput of a five-stream step (torch or DALI)",
+    "feed": "host milliseconds per step of the data path: batches built, pinned, moved, normalised",
     "prepare": "mmdist.prepare throughput and memory on a generated pool",
     "ddp": "distributed scaling, communication share and saliency overhead",
     "eval": "segmentation metrics per image, fast definitions against scikit-image's",

@@ -191,9 +191,9 @@ class Trainer:
         self.model.train()
         clock.start()
         for batch in iterate_steps(self.source, start, max_steps, config.data.workers,
-                                   config.data.worker_start):
+                                   config.data.worker_start, device=strategy.device):
             batch = batch.to(strategy.device, non_blocking=True,
-                             channels_last=config.engine.channels_last)
+                             channels_last=config.engine.channels_last).as_model_input()
             with autocast(strategy.device, strategy.precision):
                 loss, terms = training_losses(self.model, batch, self.spec, config.losses, step)
             if not torch.isfinite(loss):

@@ -6,16 +6,30 @@ import pytest
 import torch
 from nvidia.dali import fn, pipeline_def
 
-from augment_helpers import blob_mask, textured_image
+from augment_helpers import blob_mask, data_config, textured_image
 from mmdist.augment import dali_ops
+from mmdist.augment.draws import WeakDraws, draw_weak
 from mmdist.augment.policy import POOL, POOL_BY_NAME
-from mmdist.augment.torch_backend import WeakParams, apply_op, apply_weak, sample_weak
+from mmdist.augment.torch_backend import apply_op, weak_views
 
 SIZE = 32
 GEOMETRIC = [op.name for op in POOL if op.geometric]
 CASES = [(op.name, magnitude, sign) for op in POOL for magnitude in (1, 4, 10) for sign in (1, -1)
          if sign == 1 or op.signed]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+POOL_INDEX = {op.name: i for i, op in enumerate(POOL)}
+
+
+def op_inputs(cases):
+    """DALI's (kind, value, matrix) inputs of (name, magnitude, sign) cases, all applied."""
+    names, magnitudes, signs = zip(*cases)
+    return dali_ops.op_arguments(np.array([POOL_INDEX[n] for n in names]), np.array(magnitudes),
+                                 np.array(signs), np.ones(len(cases), dtype=bool), SIZE)
+
+
+def weak_draws(flips, tops, lefts, pad=4) -> WeakDraws:
+    return WeakDraws(flip=torch.tensor(flips), top=torch.tensor(tops), left=torch.tensor(lefts),
+                     pad=pad)
 
 
 @pipeline_def(enable_conditionals=True)
@@ -32,8 +46,7 @@ def _op_pipeline(feed, with_mask: bool, device: str):
 def dali_apply(images, masks, cases, device="cpu"):
     """Run each (name, magnitude, sign) of ``cases`` on the matching image (and mask) with DALI.
     images, masks: (B, S, S) uint8. Returns numpy (B, S, S) image (and mask) outputs."""
-    args = [dali_ops.op_arguments(n, m, s, True, SIZE) for n, m, s in cases]
-    inputs = [images[..., None], masks[..., None]] + [np.stack(c) for c in zip(*args)]
+    inputs = [images[..., None], masks[..., None], *op_inputs(cases)]
     pipe = _op_pipeline(lambda: inputs, True, device, batch_size=len(cases), num_threads=1,
                         device_id=0 if device == "gpu" else None)
     pipe.build()
@@ -95,7 +108,7 @@ def check_parity(device, intensity_levels, geometric_fraction):
             # source pixel of the transform.
             assert np.mean(diff > 0) <= geometric_fraction, where
             assert np.mean(dali_masks[i] != torch_masks[i]) <= geometric_fraction, where
-            matrix = dali_ops.op_arguments(name, magnitude, sign, True, SIZE)[2]
+            matrix = op_inputs([(name, magnitude, sign)])[2][0]
             assert is_a_nearest_warp(dali_images[i], images[i], matrix), where
             assert is_a_nearest_warp(torch_images[i], images[i], matrix), where
         else:
@@ -127,10 +140,9 @@ def _weak_pipeline(feed, device: str):
             dali_ops.weak_view(mask, flip, anchor, SIZE))
 
 
-def dali_weak(images, masks, params, device="cpu"):
-    flips, anchors = zip(*(dali_ops.weak_arguments(p) for p in params))
-    inputs = [images[..., None], masks[..., None], np.stack(flips), np.stack(anchors)]
-    pipe = _weak_pipeline(lambda: inputs, device, batch_size=len(params), num_threads=1,
+def dali_weak(images, masks, draws: WeakDraws, device="cpu"):
+    inputs = [images[..., None], masks[..., None], *dali_ops.weak_arguments(draws)]
+    pipe = _weak_pipeline(lambda: inputs, device, batch_size=len(draws.flip), num_threads=1,
                           device_id=0 if device == "gpu" else None)
     pipe.build()
     return [(o.as_cpu() if device == "gpu" else o).as_array()[..., 0] for o in pipe.run()]
@@ -150,21 +162,24 @@ def find_flip_and_crop(source: np.ndarray, view: np.ndarray, pad: int) -> list[t
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu, needs_cuda])])
 def test_weak_view_is_exactly_a_flip_and_a_reflect_crop_in_both_backends(device):
-    generator = torch.Generator().manual_seed(3)
-    params = [sample_weak(generator, SIZE, 0.125) for _ in range(12)]
-    params += [WeakParams(flip=f, top=t, left=l, pad=4) for f, t, l in
-               [(True, 0, 0), (False, 8, 8), (True, 8, 0), (False, 0, 8)]]  # the extreme offsets
-    images = np.stack([textured_image(SIZE, seed=10 + i) for i in range(len(params))])
-    masks = np.stack([blob_mask(SIZE, seed=i) for i in range(len(params))])
-    dali_views, dali_masks = dali_weak(images, masks, params, device)
-    for i, p in enumerate(params):
-        torch_view, torch_mask = apply_weak(torch.from_numpy(images[i])[None],
-                                            torch.from_numpy(masks[i])[None], p)
-        assert np.array_equal(dali_views[i], torch_view[0].numpy())
-        assert np.array_equal(dali_masks[i], torch_mask[0].numpy())
+    drawn = draw_weak(torch.Generator().manual_seed(3), 12, SIZE, data_config(size=SIZE).augment)
+    assert drawn.pad == 4
+    extremes = weak_draws([True, False, True, False], [0, 8, 8, 0], [0, 8, 0, 8])
+    draws = WeakDraws(*(torch.cat([getattr(drawn, k), getattr(extremes, k)])
+                        for k in ("flip", "top", "left")), pad=4)
+    count = len(draws.flip)
+    images = np.stack([textured_image(SIZE, seed=10 + i) for i in range(count)])
+    masks = np.stack([blob_mask(SIZE, seed=i) for i in range(count)])
+    dali_views, dali_masks = dali_weak(images, masks, draws, device)
+    torch_views, torch_masks = weak_views(torch.from_numpy(images)[:, None],
+                                          torch.from_numpy(masks)[:, None], draws)
+    for i in range(count):
+        assert np.array_equal(dali_views[i], torch_views[i, 0].numpy())
+        assert np.array_equal(dali_masks[i], torch_masks[i, 0].numpy())
         # The oracle: search every flip and offset; the drawn ones (only them) reproduce the view.
-        assert find_flip_and_crop(images[i], dali_views[i], p.pad) == [(p.flip, p.top, p.left)]
-        assert find_flip_and_crop(masks[i], dali_masks[i], p.pad).count((p.flip, p.top, p.left)) == 1
+        drawn_i = (bool(draws.flip[i]), int(draws.top[i]), int(draws.left[i]))
+        assert find_flip_and_crop(images[i], dali_views[i], 4) == [drawn_i]
+        assert find_flip_and_crop(masks[i], dali_masks[i], 4).count(drawn_i) == 1
 
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
@@ -181,14 +196,13 @@ def test_image_and_mask_stay_aligned_under_every_geometric_op(backend):
         assert set(np.unique(out_images[i])) <= {0, 20, 220}, case  # nearest: no new values
         assert np.array_equal(out_images[i] == 220, out_masks[i] == 1), case
         assert not np.array_equal(out_masks[i], masks[i]), f"{case} did not move the mask"
-    weak = [WeakParams(flip=True, top=1, left=7, pad=4), WeakParams(flip=False, top=8, left=0, pad=4)]
+    weak = weak_draws([True, False], [1, 8], [7, 0])
     if backend == "dali":
         views, view_masks = dali_weak(images[:2], masks[:2], weak)
     else:
-        pairs = [apply_weak(torch.from_numpy(images[i])[None], torch.from_numpy(masks[i])[None], p)
-                 for i, p in enumerate(weak)]
-        views = np.stack([a[0].numpy() for a, _ in pairs])
-        view_masks = np.stack([b[0].numpy() for _, b in pairs])
+        views, view_masks = weak_views(torch.from_numpy(images[:2])[:, None],
+                                       torch.from_numpy(masks[:2])[:, None], weak)
+        views, view_masks = views[:, 0].numpy(), view_masks[:, 0].numpy()
     assert np.array_equal(views, (view_masks * 200 + 20).astype(np.uint8))
 
 

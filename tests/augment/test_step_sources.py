@@ -40,7 +40,8 @@ def compare_to_torch(dali_batch, torch_batch) -> list[bool]:
         if f.name == CLS_STRONG:
             for x, y in zip(a, b):
                 identical.append(torch.equal(x, y))
-                assert (x != y).float().mean() < 0.1 and (x - y).abs().mean() < 0.02
+                levels = (x.int() - y.int()).abs().float()
+                assert (x != y).float().mean() < 0.1 and levels.mean() < 2.55
         else:
             assert torch.equal(a, b), f.name
     return identical
@@ -56,10 +57,10 @@ def test_dali_batches_are_the_torch_backend_batches(built_in_data, ops, apply):
     identical = []
     for step, batch in enumerate(batches):
         identical += compare_to_torch(batch, reference.batch(step))
-        assert batch.seg_labeled.min() >= -1 and batch.seg_labeled.max() <= 1
-        assert set(batch.seg_labeled_mask.unique().tolist()) <= {0.0, 1.0}
+        assert batch.seg_labeled.dtype == batch.seg_labeled_mask.dtype == torch.uint8
+        assert set(batch.seg_labeled_mask.unique().tolist()) <= {0, 1}
         assert batch.image_count == 6 * 3
-    assert np.mean(identical) >= 0.75  # measured: 86 of 90 strong views identical
+    assert np.mean(identical) >= 0.75  # measured: 12 of 12 (nearest-neighbour ties may differ)
     # The views of the unlabeled images are different augmentations of the same images.
     assert not torch.equal(batches[0].cls_unlabeled_weak, batches[0].cls_unlabeled_weak2)
 
@@ -75,8 +76,8 @@ def test_a_step_is_a_pure_function_of_the_step(built_in_data):
 
 
 def image_ids(views: torch.Tensor) -> list[int]:
-    """Index of each view of an index_task_data image (constant i + 1 -> model input)."""
-    values = torch.round((views + 1.0) * 127.5).to(torch.int64)
+    """Index of each view of an index_task_data image (constant i + 1)."""
+    values = views.to(torch.int64)
     assert (values == values[:, :, :1, :1]).all()  # flips and crops keep a constant image constant
     return (values[:, 0, 0, 0] - 1).tolist()
 
@@ -141,7 +142,11 @@ def test_gpu_pipeline_gives_the_cpu_pipeline_batches_on_the_gpu(built_in_data):
     cpu = DaliStepSource(built_in_data, ALL_STREAMS, data_config(size=32, batch_size=3), seed=2)
     gpu = DaliStepSource(built_in_data, ALL_STREAMS, data_config(size=32, batch_size=3, device="gpu"),
                          seed=2)
-    for a, b in zip(cpu.iterate(0, 3), gpu.iterate(0, 3)):
+    # All steps first, compared after: a copy that DALI's next step had overwritten would show.
+    gpu_batches = list(gpu.iterate(0, 5))
+    for a, b in zip(cpu.iterate(0, 5), gpu_batches, strict=True):
+        # uint8 views on the GPU become there exactly the model input the CPU ones become.
+        assert torch.equal(b.as_model_input().seg_labeled.cpu(), a.as_model_input().seg_labeled)
         for f in fields(a):
             x, y = getattr(a, f.name), getattr(b, f.name)
             if x is None:
@@ -151,7 +156,7 @@ def test_gpu_pipeline_gives_the_cpu_pipeline_batches_on_the_gpu(built_in_data):
                 assert y.device.type == "cuda", f.name
             y = y.cpu()
             if f.name == CLS_STRONG:  # float rounding on the GPU: ties and 1-level differences
-                assert ((x - y).abs() > 1.5 / 127.5).float().mean() < 0.02
+                assert ((x.int() - y.int()).abs() > 1).float().mean() < 0.02
             else:
                 assert torch.equal(x, y), f.name
 

@@ -49,12 +49,16 @@ def test_step_batches_have_the_variant_streams_and_shapes():
     spec = VARIANTS["multimix"]
     data = build_task_data(config, spec.tasks)
     source = build_step_source(config, data, spec.streams)
-    batch = source.batch(0)
+    raw = source.batch(0)
+    batch = raw.as_model_input()
     b, s = config.data.batch_size, config.data.image_size
     for name in spec.streams:
+        assert getattr(raw, name).dtype == torch.uint8  # a quarter of float32's bytes to move
         tensor = getattr(batch, name)
         assert tensor.shape == (b, 1, s, s) and tensor.dtype == torch.float32
         assert tensor.min() >= -1 and tensor.max() <= 1
+    assert raw.seg_labeled_mask.dtype == torch.uint8
+    assert batch.seg_labeled_mask.dtype == torch.float32
     assert set(batch.seg_labeled_mask.unique().tolist()) <= {0.0, 1.0}
     assert batch.cls_labeled_target.dtype == torch.int64
     assert batch.image_count == 5 * b
