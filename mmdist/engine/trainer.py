@@ -11,6 +11,7 @@ mmdist.engine.ema.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -36,6 +37,7 @@ from mmdist.engine.selection import build_selection
 from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.engine.strategies import build_strategy
+from mmdist.engine.sync_points import FiniteLossWatch, StopAgreement
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
 from mmdist.model import VARIANTS, build_model
@@ -115,7 +117,9 @@ class Trainer:
         return step
 
     def save(self, step: int) -> None:
-        """Checkpoint through the strategy, with every rank's random states."""
+        """Checkpoint through the strategy, with every rank's random states; never weights that
+        a non-finite loss has reached."""
+        self.finite.check(step)
         states = self.strategy.all_gather_object(rng.capture(self.strategy.device))
         extra = {"scheduler": self.scheduler.state_dict(), "config": self.config.to_dict(),
                  "rng_per_rank": states}
@@ -153,6 +157,7 @@ class Trainer:
         self._announce(start)
         with strategy.watching():
             step, last_val, clock = self._loop(start)
+        self.finite.check(step)  # no summary or checkpoint of a run whose loss went non-finite
         max_steps = self.plan.max_steps
         status = "completed" if step >= max_steps else "preempted"
         if status == "completed":
@@ -163,7 +168,8 @@ class Trainer:
         seconds = clock.seconds
         summary = {"status": status, "steps": step, "start_step": start,
                    "images_per_s": clock.images * strategy.world_size / seconds if seconds else 0.0,
-                   "train_seconds": seconds, "params": self.params, "variant": config.model.variant,
+                   "train_seconds": seconds, "data_wait_s": clock.data_wait_s,
+                   "params": self.params, "variant": config.model.variant,
                    "saliency": config.model.resolved_saliency, "ranks": strategy.world_size,
                    "strategy": strategy.name, "device": str(strategy.device),
                    "threads_per_rank": self.threads.threads,
@@ -181,62 +187,75 @@ class Trainer:
         return summary
 
     def _loop(self, start: int):
-        config, strategy, tc = self.config, self.strategy, self.config.trainer
+        config, strategy = self.config, self.strategy
         max_steps = self.plan.max_steps
         progress = tqdm(total=max_steps, initial=start,
-                        disable=not (tc.progress and strategy.is_main),
+                        disable=not (config.trainer.progress and strategy.is_main),
                         desc=f"{config.model.variant}", dynamic_ncols=True)
         clock = TrainingClock(strategy.synchronize)
-        step, last_val = start, {}
+        self.finite = FiniteLossWatch(strategy.device)
+        self.stops = StopAgreement(strategy, config.trainer.stop_check_every, max_steps)
+        step, self.last_val = start, {}
         self.model.train()
         clock.start()
-        for batch in iterate_steps(self.source, start, max_steps, config.data.workers,
-                                   config.data.worker_start, device=strategy.device):
-            batch = batch.to(strategy.device, non_blocking=True,
-                             channels_last=config.engine.channels_last).as_model_input()
-            with autocast(strategy.device, strategy.precision):
-                loss, terms = training_losses(self.model, batch, self.spec, config.losses, step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: loss is {loss.item()} ({_fmt(terms)})")
-            if strategy.backward_step(loss):
-                # A step the fp16 GradScaler skipped does not advance the schedule (or the EMA).
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update(strategy.unwrap())
-            step += 1
-            strategy.progress(step)
-            clock.add_images(batch.image_count)
-            progress.update(1)
-            if tc.log_every and step % tc.log_every == 0:
-                self._log_scalars(terms, step, clock.window_rate() * strategy.world_size, progress)
-            if tc.image_log_every and step % tc.image_log_every == 0:
-                clock.pause()
-                self._log_images(batch, step)
-            if tc.val_every and step % tc.val_every == 0 and step < max_steps:
-                clock.pause()
-                last_val = self._validate(step)
-            stopping = self._stop_agreed()
-            # The last step is validated and saved by fit, in that order: its checkpoint then
-            # carries the best-so-far record of that validation too.
-            if (tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps) \
-                    or stopping:
-                clock.pause()
-                self.save(step)
-            clock.resume()
-            if stopping:
-                break
+        batches = iterate_steps(self.source, start, max_steps, config.data.workers,
+                                config.data.worker_start, device=strategy.device)
+        with contextlib.closing(batches):  # an early stop also ends the prefetch thread
+            for batch in clock.waiting_for(batches):
+                batch = batch.to(strategy.device, non_blocking=True,
+                                 channels_last=config.engine.channels_last).as_model_input()
+                with autocast(strategy.device, strategy.precision):
+                    loss, terms = training_losses(self.model, batch, self.spec, config.losses,
+                                                  step)
+                self.finite.add(loss, step)  # no host sync: read at the loop's sync points
+                if strategy.backward_step(loss):
+                    # A step the fp16 GradScaler skipped advances neither schedule nor EMA.
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update(strategy.unwrap())
+                step += 1
+                strategy.progress(step)
+                clock.add_images(batch.image_count)
+                progress.update(1)
+                if self._between_steps(step, batch, terms, clock, progress):
+                    break
         clock.pause()
         progress.close()
-        return step, last_val, clock
+        return step, self.last_val, clock
 
-    def _log_scalars(self, terms: dict, step: int, rate: float, progress) -> None:
+    def _between_steps(self, step: int, batch, terms: dict, clock, progress) -> bool:
+        """Logs, images, validation, the stop agreement and checkpoints after ``step``, each on
+        its own period; True when the ranks agreed to stop."""
+        tc, max_steps = self.config.trainer, self.plan.max_steps
+        if tc.log_every and step % tc.log_every == 0:
+            self.finite.check(step)  # the log line reads the loss anyway: the sync is paid
+            self._log_scalars(terms, step, clock, progress)
+        if tc.image_log_every and step % tc.image_log_every == 0:
+            clock.pause()
+            self._log_images(batch, step)
+        if tc.val_every and step % tc.val_every == 0 and step < max_steps:
+            clock.pause()
+            self.last_val = self._validate(step)
+        stopping = self.stops.agreed(step, self.stop_requested)
+        # The last step is validated and saved by fit, in that order: its checkpoint then
+        # carries the best-so-far record of that validation too.
+        if (tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps) \
+                or stopping:
+            clock.pause()
+            self.save(step)
+        clock.resume()
+        return stopping
+
+    def _log_scalars(self, terms: dict, step: int, clock, progress) -> None:
         strategy = self.strategy
+        rate = clock.window_rate() * strategy.world_size
         if strategy.world_size > 1:  # log the mean over ranks, not rank 0's shard
             names = list(terms)
             summed = strategy.all_reduce_sum(torch.stack([terms[k].float() for k in names]))
             terms = dict(zip(names, summed / strategy.world_size))
         self.logger.scalars({k: v.item() for k, v in terms.items()}, step, "train/")
         self.logger.scalars({"lr": self.scheduler.get_last_lr()[0], "images_per_s": rate,
+                             "data_wait_s": clock.data_wait_s,
                              "skipped_steps": strategy.skipped_steps}, step, "perf/")
         progress.set_postfix(loss=f"{terms['total'].item():.3f}")
 
@@ -262,13 +281,6 @@ class Trainer:
     def model_for_eval(self):
         return self.strategy.unwrap()
 
-    def _stop_agreed(self) -> bool:
-        """All ranks stop together if any received a stop signal."""
-        flag = torch.tensor([float(self.stop_requested)], device=self.strategy.device)
-        if self.strategy.world_size > 1:
-            flag = self.strategy.all_reduce_sum(flag)
-        return bool(flag.item() > 0)
-
     @torch.no_grad()
     def _log_images(self, batch, step: int) -> None:
         if not self.strategy.is_main or batch.seg_labeled is None:
@@ -285,10 +297,6 @@ class Trainer:
             self.logger.images("images/saliency", out.saliency, step)
         if batch.cls_unlabeled_strong is not None:
             self.logger.images("images/cls_strong_view", batch.cls_unlabeled_strong, step)
-
-
-def _fmt(terms: dict) -> str:
-    return ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
 
 
 def _atomic_json(data: dict, path: Path) -> None:

@@ -1,0 +1,71 @@
+"""Host syncs off the per-step path: a stop signal to one rank stops every rank on the same
+check step, and a non-finite loss is caught before any checkpoint holds its weights."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+
+import pytest
+import torch
+
+from mmdist.config import load_config
+from mmdist.engine import checkpoint as ckpt
+from mmdist.engine.sync_points import FiniteLossWatch
+from mmdist.engine.trainer import Trainer
+
+from test_distributed_failure import start_rank
+from test_schedule import TINY
+
+
+def test_a_non_finite_loss_is_remembered_without_a_sync_and_named_at_the_check():
+    watch = FiniteLossWatch(torch.device("cpu"))
+    for step, value in enumerate([1.0, 2.0, float("nan"), float("inf"), 3.0]):
+        watch.add(torch.tensor(value), step)
+    with pytest.raises(FloatingPointError, match="the loss of step 2 was not finite"):
+        watch.check(5)
+
+
+def test_a_run_whose_loss_goes_nan_never_checkpoints_it(tmp_path):
+    config = load_config(TINY, [f"output_dir={tmp_path / 'run'}", "trainer.max_steps=6",
+                                "trainer.checkpoint_every=2", "trainer.log_every=0",
+                                "optim.lr=1e30"])  # the weights blow up within a step or two
+    with pytest.raises(FloatingPointError, match="was not finite"):
+        Trainer(config).fit()
+    for _, path in ckpt.list_checkpoints(tmp_path / "run"):
+        state = ckpt.load_checkpoint(path)
+        assert all(torch.isfinite(t).all() for t in state["model"].values()), path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_signal_to_one_rank_stops_both_on_the_same_check_step(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run_dir = tmp_path / "run"
+    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
+    ranks = [start_rank(r, port, run_dir, logs[r], "trainer.stop_check_every=7",
+                        "trainer.log_every=1") for r in range(2)]
+    try:
+        first = run_dir / "checkpoints" / "step_00000002.pt"
+        deadline = time.monotonic() + 300
+        while not first.exists():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in ranks), \
+                logs[0].read_text()[-3000:]
+            time.sleep(0.05)
+        ranks[1].send_signal(signal.SIGUSR2)  # rank 1 only
+        codes = [p.wait(timeout=200) for p in ranks]
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+    assert codes == [3, 3], [log.read_text()[-2000:] for log in logs]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stopped = summary["steps"]
+    assert summary["status"] == "preempted" and stopped % 7 == 0 and 2 < stopped < 200
+    assert ckpt.checkpoint_path(run_dir, stopped).is_file()
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, stopped))
+    assert state["step"] == stopped and len(state["rng_per_rank"]) == 2
