@@ -24,6 +24,7 @@ from mmdist.engine.precision import autocast
 from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.model import VARIANTS, build_model
+from mmdist.model.blocks import PointwiseConv, WordDropout
 
 
 def add_arguments(parser) -> None:
@@ -111,6 +112,26 @@ def reference_style_loss(model, batch: StepBatch, losses: LossConfig):
     return total, {}
 
 
+def with_torch_layers(model):
+    """The reference arm's layers stay what they were: torch's nn.Dropout for mmdist's
+    WordDropout, nn.InstanceNorm2d for its one-group-per-channel GroupNorm, nn.Conv2d for its
+    PointwiseConv head and an out-of-place LeakyReLU (mmdist.model.blocks runs it in place), so that arm does not speed up with mmdist's own
+    path. The weights are kept."""
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, WordDropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+            elif isinstance(child, torch.nn.GroupNorm):  # mmdist's instance norm
+                setattr(module, name, torch.nn.InstanceNorm2d(child.num_channels))
+            elif isinstance(child, torch.nn.LeakyReLU):
+                setattr(module, name, torch.nn.LeakyReLU(child.negative_slope))
+            elif isinstance(child, PointwiseConv):
+                plain = torch.nn.Conv2d(child.in_channels, child.out_channels, 1)
+                plain.load_state_dict(child.state_dict())
+                setattr(module, name, plain)
+    return model
+
+
 def _arm(args, saliency: str, reference: bool, channels_last: bool):
     """One thing to time: a model on its strategy (device, precision), a fixed random batch and
     its loss function."""
@@ -118,6 +139,8 @@ def _arm(args, saliency: str, reference: bool, channels_last: bool):
     model_config = ModelConfig(variant=args.variant, saliency=saliency, width=args.width)
     spec = VARIANTS[args.variant]
     model = build_model(model_config)
+    if reference:
+        model = with_torch_layers(model)
     mode = model_config.resolved_saliency
     data = random_batch(spec.streams, args.batch, args.size, torch.Generator().manual_seed(0))
     strategy = Strategy(EngineConfig(strategy="single", device=args.device,

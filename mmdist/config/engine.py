@@ -33,8 +33,9 @@ class EngineConfig:
     collective_timeout_s: float = 300.0
     """A rank waiting longer than this in a collective fails the job instead of hanging."""
     channels_last: bool = False
-    """Keep activations NHWC (torch.channels_last). Off by default: on the 2-core CPU it made the
-    128 px MultiMix step 1.37x slower (oneDNN with InstanceNorm); worth trying on GPUs."""
+    """Keep activations NHWC (torch.channels_last). Off by default: on a 2-core CPU it made the
+    128 px MultiMix step slower (1.37x with InstanceNorm; the one-group-per-channel GroupNorm
+    that replaced it is also slower in NHWC there); worth trying on GPUs."""
     find_unused_parameters: Literal["auto", "true", "false"] = "auto"
     """DDP: 'auto' turns it on only for variants/losses that leave parameters without gradients."""
 

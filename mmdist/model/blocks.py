@@ -14,21 +14,92 @@ def scaled_channels(width: float) -> tuple[int, ...]:
     return tuple(max(2, int(round(c * width))) for c in BASE_CHANNELS)
 
 
+class WordDropout(nn.Module):
+    """Dropout with torch's semantics (training: zero each element with probability ``p``, scale
+    the kept ones by 1 / (1 - p); eval: identity), whose CPU mask costs a quarter of torch's.
+
+    torch's CPU dropout draws one Bernoulli variate per element: profiled at 18% of a 128 px
+    MultiMix training step on two cores. Here one 64-bit random word serves four elements (16
+    random bits each, compared against p rounded to a multiple of 1/65536), from the same global
+    generator (so per-rank seeding and checkpointed RNG states cover it). On CUDA torch's fused
+    kernel is already fast and is used as it is.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = -2**15 + round(p * 2**16)
+        """Keep an element when its signed 16-bit draw is >= this (uniform on [-2**15, 2**15))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        count = x.numel()
+        words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        draws = words.view(torch.int16)[:count].view(x.shape)
+        kept, dropped = (torch.tensor(v, dtype=x.dtype) for v in (1.0 / (1.0 - self.p), 0.0))
+        return x * torch.where(draws >= self.threshold, kept, dropped)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class InstanceNorm(nn.GroupNorm):
+    """InstanceNorm without affine parameters or running statistics, as GroupNorm with one group
+    per channel: the same normalisation (per image and channel over H, W; eps 1e-5; no state),
+    and torch's CPU group-norm kernel runs a double conv block 20-25% faster (forward and
+    backward) than its instance-norm path, which goes through batch norm on a reshaped copy.
+
+    Under bf16/fp16 the statistics are taken in fp32 and the result cast back (CUDA autocast
+    does so for group norm by itself; on the CPU the half-precision backward overflowed in the
+    fp16 saliency's second-order pass)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
 def double_conv(in_channels: int, out_channels: int, dropout: float) -> nn.Sequential:
     """(Conv3x3 -> InstanceNorm -> LeakyReLU(0.2)) x 2 -> Dropout, as in the paper.
 
     InstanceNorm (no affine, no running stats) normalises each image on its own, so batching
     several streams together never changes a result.
     """
+    # The activations run in place on the normalised tensor: the norm's backward needs its
+    # input, not its output, so nothing autograd saved is overwritten, and a step allocates and
+    # streams through one activation-sized tensor less per layer.
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.InstanceNorm2d(out_channels),
-        nn.LeakyReLU(0.2),
+        InstanceNorm(out_channels),
+        nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        nn.InstanceNorm2d(out_channels),
-        nn.LeakyReLU(0.2),
-        nn.Dropout(dropout),
+        InstanceNorm(out_channels),
+        nn.LeakyReLU(0.2, inplace=True),
+        WordDropout(dropout),
     )
+
+
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (nn.Conv2d's parameters and state_dict) computed as one matrix product
+    over the pixels: oneDNN's 1x1 kernel with 16 input channels and 1 output profiled at 4x the
+    time of the product (forward and backward) on the CPU, for the same result."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        out = torch.matmul(weight, x.flatten(2)).view(n, self.out_channels, h, w)
+        return out + self.bias.view(1, -1, 1, 1).to(out.dtype)  # autocast: stay in its dtype
 
 
 class Encoder(nn.Module):
@@ -82,7 +153,7 @@ class Decoder(nn.Module):
             double_conv(c3 + c2, c2, dropout),
             double_conv(c2 + c1, c1, dropout),
         ])
-        self.head = nn.Conv2d(c1, 1, 1)
+        self.head = PointwiseConv(c1, 1)
 
     def forward(self, features: list[torch.Tensor], bridge: torch.Tensor | None = None) -> torch.Tensor:
         """features: encoder outputs (finest first); bridge: (N, bridge_channels, H, W) or None.

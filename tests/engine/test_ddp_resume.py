@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from mmdist.config import load_config
 from mmdist.engine import checkpoint as ckpt
+from mmdist.model.blocks import WordDropout
 
 from test_schedule import TINY, torchrun
 
@@ -53,7 +54,7 @@ def _dropout_worker(rank: int, port: int, out_dir: str) -> None:
 
     trainer = Trainer(load_config(TINY, [f"output_dir={out_dir}/run", "engine.strategy=ddp"]))
     trainer._build()
-    dropout = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout))
+    dropout = next(m for m in trainer.model.modules() if isinstance(m, WordDropout))
     dropout.train()
     mask = dropout(torch.ones(1000)) > 0
     weights = next(iter(trainer.strategy.unwrap().parameters())).detach().clone()
