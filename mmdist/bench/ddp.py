@@ -5,7 +5,8 @@ random five-stream batches, with no data loading, in fresh processes on this mac
 
 - 1 rank x T threads (the single strategy, on rank 0 while rank 1 waits) against 2 ranks x T
   threads under DDP with the same per-rank batch: ``scaling_efficiency`` = 2-rank throughput /
-  (2 x 1-rank throughput);
+  (2 x 1-rank throughput) from the two median step times, and ``scaling_efficiency_paired``,
+  the median over rounds of the same ratio within each round (less sensitive to drifts);
 - the share of the DDP step spent in communication: the step with and without DDP's gradient
   all-reduce (``no_sync``) (``comm_share_exposed``), and a bare all-reduce of the gradient's
   size against the step (``comm_share_allreduce``);
@@ -44,8 +45,9 @@ def add_arguments(parser) -> None:
                         help="DeepSpeed ZeRO stage (configs/deepspeed/zeroN.json)")
     parser.add_argument("--no-deepspeed", action="store_true", help="skip the DeepSpeed runs")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                        help="NCHW weights and batches (engine.channels_last=false)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC weights and batches (engine.channels_last=true; the trainer's "
+                             "default is NCHW)")
 
 
 def _batch(args, world_rank: int):
@@ -140,6 +142,11 @@ def _time_all(args, configs: dict, rank: int, world: int) -> dict:
             if world > 1:
                 dist.barrier()
     out = {name: timed.median() for name, timed in configs.items() if timed is not None}
+    if "ddp_detached" in configs and rank == 0:
+        # The rounds interleave the configurations: a per-round ratio cancels slow drifts of
+        # the machine that the two medians would each carry.
+        pairs = zip(configs["single_detached"].times, configs["ddp_detached"].times)
+        out["paired_efficiency"] = statistics.median(single / ddp for single, ddp in pairs)
     for name, timed in configs.items():
         if timed is not None and timed.peak_mib:
             PEAK_MIB[name] = timed.peak_mib
@@ -236,6 +243,7 @@ def run(args) -> dict:
         result["peak_gpu_mib"] = times["peak_gpu_mib"]
     result["scaling_efficiency"] = (result["images_per_s_2ranks"]
                                     / (2 * result["images_per_s_1rank"]))
+    result["scaling_efficiency_paired"] = result["step_s"].pop("paired_efficiency")
     result["comm_share_exposed"] = 1 - times["ddp_detached_no_sync"] / times["ddp_detached"]
     result["comm_share_allreduce"] = times["allreduce"] / times["ddp_detached"]
     for engine in ("single", "ddp") + (() if args.no_deepspeed else ("deepspeed",)):

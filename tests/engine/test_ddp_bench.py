@@ -19,7 +19,8 @@ def test_ddp_benchmark_smoke_run():
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "ddp" and result["images_per_rank_step"] == 10
-    for key in ("scaling_efficiency", "comm_share_exposed", "comm_share_allreduce",
+    for key in ("scaling_efficiency", "scaling_efficiency_paired", "comm_share_exposed",
+                "comm_share_allreduce",
                 "saliency_overhead_ddp_detached", "saliency_overhead_ddp_differentiable",
                 "saliency_overhead_single_differentiable", "images_per_s_1rank",
                 "images_per_s_2ranks"):
