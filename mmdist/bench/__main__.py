@@ -18,6 +18,7 @@ BENCHMARKS = {
     "prepare": "mmdist.prepare throughput and memory on a generated pool",
     "ddp": "distributed scaling, communication share and saliency overhead",
     "eval": "segmentation metrics per image, fast definitions against scikit-image's",
+    "fidelity": "the paper's arms on the real subsets: test-set scores per step budget and seed",
 }
 
 
