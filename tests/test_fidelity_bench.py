@@ -46,7 +46,6 @@ def test_small_fidelity_run_scores_every_arm_budget_and_weights(tmp_path):
         "step_00000002.pt", "step_00000004.pt"]
 
     # The premise: a 2-step run is the 4-step run's step-2 checkpoint, bit for bit.
-    from mmdist.bench.fidelity import RECIPE  # noqa: F401  (the recipe the runs used)
     from mmdist.config import load_config
     from mmdist.engine import checkpoint as ckpt
     from mmdist.engine.trainer import Trainer

@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from mmdist.augment.torch_backend import TorchAugmenter
-from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, SEG_LABELED, SEG_UNLABELED,
-                                 STREAM_IDS, VIEW_IDS, ShardedStream, StepBatch, gather_rows,
-                                 step_seed)
+from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, SEG_LABELED, STREAM_IDS, VIEW_IDS,
+                                 ShardedStream, StepBatch, gather_rows, step_seed)
 
 
 class TorchStepSource:

@@ -3,6 +3,7 @@ resumes from its last checkpoint and completes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,31 +33,48 @@ def start_rank(rank: int, port: int, run_dir: Path, log: Path, *extra: str) -> s
                             stderr=subprocess.STDOUT)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(500)
-def test_killed_rank_fails_fast_and_the_run_resumes(tmp_path):
-    run_dir = tmp_path / "run"
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
-    ranks = [start_rank(r, port, run_dir, logs[r]) for r in range(2)]
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def two_ranks(run_dir: Path, log_dir: Path, *extra: str):
+    """Two ranks of one job started by hand (start_rank); both killed when the block ends.
+    Yields (processes, logs)."""
+    port = free_port()
+    logs = [log_dir / f"rank{r}.log" for r in range(2)]
+    ranks = [start_rank(r, port, run_dir, logs[r], *extra) for r in range(2)]
     try:
-        deadline = time.monotonic() + 300
-        first = run_dir / "checkpoints" / "step_00000002.pt"
-        while not first.exists():
-            assert time.monotonic() < deadline, logs[0].read_text()[-3000:]
-            assert all(p.poll() is None for p in ranks), logs[0].read_text()[-3000:]
-            time.sleep(0.05)
-        ranks[1].send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        code = ranks[0].wait(timeout=TIMEOUT_S + 60)
-        waited = time.monotonic() - killed_at
+        yield ranks, logs
     finally:
         for process in ranks:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def wait_for_checkpoint(run_dir: Path, step: int, ranks, log: Path, limit_s: float = 300):
+    """Until the job has written checkpoint ``step`` (both ranks still alive)."""
+    path = run_dir / "checkpoints" / f"step_{step:08d}.pt"
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        assert all(p.poll() is None for p in ranks), log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_killed_rank_fails_fast_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    with two_ranks(run_dir, tmp_path) as (ranks, logs):
+        wait_for_checkpoint(run_dir, 2, ranks, logs[0])
+        ranks[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        code = ranks[0].wait(timeout=TIMEOUT_S + 60)
+        waited = time.monotonic() - killed_at
     text = logs[0].read_text()
     assert code != 0, text[-3000:]
     assert waited < TIMEOUT_S + 30, waited
@@ -102,10 +120,7 @@ def _hang_worker(rank: int, port: int, out_dir: str) -> None:
 def test_hung_rank_times_out_and_is_named(tmp_path):
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_hang_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_hang_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     got = json.loads((tmp_path / "rank0.json").read_text())
     assert "rank 0 of 2" in got["message"] and "rank(s) 1 stopped answering" in got["message"], got
     assert 3 <= got["seconds"] < 3 + 5 + 5, got  # the timeout, the check-in wait, slack

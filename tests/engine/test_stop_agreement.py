@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import time
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from mmdist.engine import checkpoint as ckpt
 from mmdist.engine.sync_points import FiniteLossWatch
 from mmdist.engine.trainer import Trainer
 
-from test_distributed_failure import start_rank
+from test_distributed_failure import two_ranks, wait_for_checkpoint
 from test_schedule import TINY
 
 
@@ -42,26 +40,12 @@ def test_a_run_whose_loss_goes_nan_never_checkpoints_it(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_signal_to_one_rank_stops_both_on_the_same_check_step(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     run_dir = tmp_path / "run"
-    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
-    ranks = [start_rank(r, port, run_dir, logs[r], "trainer.stop_check_every=7",
-                        "trainer.log_every=1") for r in range(2)]
-    try:
-        first = run_dir / "checkpoints" / "step_00000002.pt"
-        deadline = time.monotonic() + 300
-        while not first.exists():
-            assert time.monotonic() < deadline and all(p.poll() is None for p in ranks), \
-                logs[0].read_text()[-3000:]
-            time.sleep(0.05)
+    with two_ranks(run_dir, tmp_path, "trainer.stop_check_every=7",
+                   "trainer.log_every=1") as (ranks, logs):
+        wait_for_checkpoint(run_dir, 2, ranks, logs[0])
         ranks[1].send_signal(signal.SIGUSR2)  # rank 1 only
         codes = [p.wait(timeout=200) for p in ranks]
-    finally:
-        for process in ranks:
-            if process.poll() is None:
-                process.kill()
     assert codes == [3, 3], [log.read_text()[-2000:] for log in logs]
     summary = json.loads((run_dir / "summary.json").read_text())
     stopped = summary["steps"]

@@ -5,11 +5,8 @@ exist."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,15 +14,18 @@ import torch.distributed as dist
 
 from mmdist.engine.watchdog import ProgressWatchdog, connect_store
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture()
 def store_address():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=30),
                            wait_for_workers=False)
     yield "127.0.0.1", port
@@ -97,9 +97,7 @@ def test_progress_keeps_the_watchdog_quiet(store_address):
 
 
 def test_an_unreachable_store_means_rank_0_died():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5),
                            wait_for_workers=False)
     reports: dict = {}
@@ -118,30 +116,16 @@ def test_an_unreachable_store_means_rank_0_died():
 def test_nccl_job_with_a_killed_rank_fails_within_the_timeout_naming_it(tmp_path):
     if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA GPUs (one NCCL rank each)")
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_distributed_failure import start_rank, TIMEOUT_S as JOB_TIMEOUT_S
+    from test_distributed_failure import TIMEOUT_S as JOB_TIMEOUT_S
+    from test_distributed_failure import two_ranks, wait_for_checkpoint
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     run_dir = tmp_path / "run"
-    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
-    ranks = [start_rank(r, port, run_dir, logs[r], "engine.device=cuda") for r in range(2)]
-    try:
-        first = run_dir / "checkpoints" / "step_00000002.pt"
-        deadline = time.monotonic() + 200
-        while not first.exists():
-            assert time.monotonic() < deadline and all(p.poll() is None for p in ranks), \
-                logs[0].read_text()[-3000:]
-            time.sleep(0.05)
+    with two_ranks(run_dir, tmp_path, "engine.device=cuda") as (ranks, logs):
+        wait_for_checkpoint(run_dir, 2, ranks, logs[0], limit_s=200)
         ranks[1].kill()
         killed = time.monotonic()
         code = ranks[0].wait(timeout=JOB_TIMEOUT_S + 60)
         waited = time.monotonic() - killed
-    finally:
-        for process in ranks:
-            if process.poll() is None:
-                process.kill()
     text = logs[0].read_text()
     assert code != 0 and waited < JOB_TIMEOUT_S + 15, (waited, text[-3000:])
     assert "rank 0 of 2" in text and "rank(s) 1 stopped answering" in text, text[-3000:]
