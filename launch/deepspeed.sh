@@ -7,9 +7,10 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 shift
-deepspeed=${DEEPSPEED:-$root/.venv/bin/deepspeed}
-[ -x "$deepspeed" ] || deepspeed=deepspeed
+# The launcher of the interpreter that runs the job (its console script may not be on PATH).
+launcher=("$python" -m deepspeed.launcher.runner)
+[ -n "${DEEPSPEED:-}" ] && launcher=("$DEEPSPEED")
 port=${MASTER_PORT:-$(( 20000 + RANDOM % 10000 ))}
-exec "$deepspeed" --num_gpus "$ranks" --master_port "$port" --no_local_rank \
+exec "${launcher[@]}" --num_gpus "$ranks" --master_port "$port" --no_local_rank \
     --module mmdist.train --config "$config" engine.strategy=deepspeed \
     engine.deepspeed_config="${DS_CONFIG:-configs/deepspeed/zero1.json}" "$@"

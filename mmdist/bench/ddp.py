@@ -20,6 +20,7 @@ With ``--device cuda`` the two ranks need two GPUs.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -207,7 +208,13 @@ def _worker(rank: int, world: int, port: int, args, out_dir: str) -> None:
     out["params"] = params
     if world > 1:
         out["allreduce"] = _allreduce_seconds(params, configs["ddp_none"].strategy.device)
-        configs["ddp_none"].strategy.close()
+        strategy = configs["ddp_none"].strategy
+        strategy.barrier()  # no rank tears down while another still reduces
+        # The DDP wrappers (their reducers hold the process group) go before the group does:
+        # torn down the other way round at exit, a busy machine saw rank 1 abort in C++.
+        configs.clear()
+        gc.collect()
+        strategy.close()
     if rank == 0:
         out["peak_gpu_mib"] = dict(PEAK_MIB)
         Path(out_dir, f"world{world}.json").write_text(json.dumps(out))
