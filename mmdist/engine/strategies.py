@@ -23,7 +23,7 @@ def resolved_strategy_name(engine_config, world_size: int) -> str:
     if name == "auto":
         return "ddp" if world_size > 1 else "single"
     if name == "single" and world_size > 1:
-        raise LaunchError(f"engine.strategy=single, but the launcher started {world_size} ranks "
+        raise LaunchError(f"engine.strategy=single, but the job has {world_size} ranks "
                           f"(world size {world_size}): each would train alone into one run "
                           "directory; use engine.strategy=ddp (or auto, the default)")
     return name

@@ -109,6 +109,6 @@ def test_one_rank_of_8_and_two_ranks_of_4_share_the_schedule(tmp_path):
 def test_single_strategy_under_two_ranks_is_refused(tmp_path):
     done = torchrun(2, tmp_path / "run", "engine.strategy=single")
     assert done.returncode != 0
-    assert done.stderr.count("engine.strategy=single, but the launcher started 2 ranks") == 2
+    assert done.stderr.count("engine.strategy=single, but the job has 2 ranks") == 2
     assert "engine.strategy=ddp" in done.stderr
     assert not (tmp_path / "run" / "summary.json").exists()

@@ -28,7 +28,7 @@ def test_bad_arguments_are_refused_before_submitting(tmp_path, capsys, monkeypat
     monkeypatch.chdir(REPO)
     assert launch_main(["--nodes", "2", "--config", "configs/tiny.yaml", "engine.strategy=single",
                         f"output_dir={tmp_path}"]) == 2
-    assert "engine.strategy=single, but the launcher started 2 ranks" in capsys.readouterr().err
+    assert "engine.strategy=single, but the job has 2 ranks" in capsys.readouterr().err
     assert launch_main(["--config", "configs/tiny.yaml", "data.segmentation.kind=shenzhen",
                         f"data.segmentation.path={tmp_path}/nowhere", f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
