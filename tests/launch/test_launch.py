@@ -64,7 +64,8 @@ def test_two_node_ddp_job_survives_preemption_and_completes(slurm, tmp_path):
     command = [sys.executable, "-m", "mmdist.launch", "--nodes", "2", "--wait", "--wait-timeout",
                "500", "--time", "10", "--config", "configs/tiny.yaml", "engine.strategy=ddp",
                f"output_dir={run_dir}", f"trainer.max_steps={steps}", "trainer.checkpoint_every=4",
-               "trainer.keep_checkpoints=50", "trainer.image_log_every=0", *SMALL]
+               "trainer.keep_checkpoints=50", "trainer.image_log_every=0", *SMALL,
+               "trainer.threads=0"]  # threads from the allocation: SLURM_CPUS_PER_TASK
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as process:
         try:
@@ -82,12 +83,17 @@ def test_two_node_ddp_job_survives_preemption_and_completes(slurm, tmp_path):
                 process.kill()
     assert process.returncode == 0, first_line + out + err
     assert f"job {job}: completed" in out
+    # No --cpus-per-task: a node's CPUs (2, from sinfo) over its one rank, and the rank's torch
+    # threads follow the allocation.
+    assert "cpus/rank:   2 (2 CPUs per node (sinfo) / 1 rank(s) per node" in out, out
     summary = summary_of(run_dir)
     assert summary["status"] == "completed" and summary["ranks"] == 2
     assert 4 <= summary["start_step"] < steps and summary["steps"] == steps
     folder = run_dir / "submitit"
     logs = {task: (folder / f"{job}_{task}_log.out").read_text() +
             (folder / f"{job}_{task}_log.err").read_text() for task in (0, 1)}
+    assert "--cpus-per-task=2" in (folder / f"{job}_submission.sh").read_text()
+    assert "2 CPU thread(s) per rank (SLURM_CPUS_PER_TASK)" in logs[0], logs[0][-2000:]
     # One rank per emulated node, in both attempts.
     assert logs[0].count("node=0(2), global_rank=0(2)") == 2, logs[0]
     assert logs[1].count("node=1(2), global_rank=1(2)") == 2, logs[1]
