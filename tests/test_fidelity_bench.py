@@ -45,6 +45,19 @@ def test_small_fidelity_run_scores_every_arm_budget_and_weights(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [
         "step_00000002.pt", "step_00000004.pt"]
 
+    # A later benchmark with a larger budget trains the finished runs on instead of reusing them.
+    longer = subprocess.run(
+        [sys.executable, "-m", "mmdist.bench", "fidelity", "--budgets", "2", "6", "--val-every",
+         "2", "--seeds", "0", "--arms", "unet", "--size", "64", "--out", str(out), "--data",
+         str(DATA)], cwd=REPO, capture_output=True, text=True, timeout=850,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    (again,) = json.loads((out / "fidelity.json").read_text())["results"]
+    assert again["arm"] == "unet" and not again["reused"]
+    unet_run = Path(again["run_dir"])
+    assert json.loads((unet_run / "summary.json").read_text())["steps"] == 6
+    assert again["scores"]["raw@6"]["step"] == 6 and again["scores"]["raw@2"]["step"] == 2
+
     # The premise: a 2-step run is the 4-step run's step-2 checkpoint, bit for bit.
     from mmdist.config import load_config
     from mmdist.engine import checkpoint as ckpt

@@ -91,11 +91,14 @@ def _validations(run_dir: Path) -> dict[int, dict[str, float]]:
     return out
 
 
-def _selected_step(validations: dict, budget: int, metric: str) -> int:
-    """The step <= budget whose EMA validation scores best (the earliest of ties)."""
+def _selected_step(validations: dict, budget: int, metric: str, run_dir: Path) -> int:
+    """The step <= budget whose EMA validation scores best (the earliest of ties), among the steps
+    whose checkpoint is still there (an earlier benchmark keeps its own budgets' only)."""
+    from mmdist.engine import checkpoint as ckpt
     from mmdist.engine.selection import score
 
-    steps = sorted(s for s in validations if s <= budget)
+    steps = sorted(s for s in validations
+                   if s <= budget and ckpt.checkpoint_path(run_dir, s).is_file())
     return max(steps, key=lambda s: (score(validations[s], metric, "ema"), -s))
 
 
@@ -117,8 +120,11 @@ def _one_run(args, arm: str, seed: int, out: Path) -> dict:
     run_dir = out / "runs" / f"{arm.replace(' ', '_')}{args.label}_seed{seed}"
     config = _run_config(args, arm, seed, run_dir)
     summary_path = run_dir / "summary.json"
-    done = summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == \
-        "completed"
+    # Reused only when it reached every budget and kept their checkpoints: an earlier benchmark
+    # with smaller budgets is trained on from its newest checkpoint (resume is exact).
+    done = summary_path.is_file() and \
+        json.loads(summary_path.read_text()).get("status") == "completed" and \
+        all(ckpt.checkpoint_path(run_dir, b).is_file() for b in args.budgets)
     tick = time.perf_counter()
     if not done:
         config.trainer.resume = True  # an interrupted benchmark continues where it stopped
@@ -129,7 +135,7 @@ def _one_run(args, arm: str, seed: int, out: Path) -> dict:
     scores, scored = {}, {}  # scored: (step, weights) -> scores; selection often picks a budget
     for budget in args.budgets:
         for weights in WEIGHTS:
-            step = _selected_step(validations, budget, metric) if weights == "selected" else budget
+            step = _selected_step(validations, budget, metric, run_dir) if weights == "selected" else budget
             used = "raw" if weights == "raw" else "ema"
             if (step, used) not in scored:
                 summary = evaluate_run(run_dir, ckpt.checkpoint_path(run_dir, step),
