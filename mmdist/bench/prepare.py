@@ -94,7 +94,11 @@ def _tree_rss(process) -> tuple[float, float]:
     import psutil
 
     total = anon = 0.0
-    for proc in [process] + process.children(recursive=True):
+    try:
+        tree = [process] + process.children(recursive=True)
+    except psutil.Error:  # the command ended between the poll and this read: nothing to add
+        return 0.0, 0.0
+    for proc in tree:
         try:
             info = proc.memory_info()
             total += info.rss
@@ -113,7 +117,10 @@ def run_sampled(command: list[str]) -> tuple[subprocess.CompletedProcess, float,
     peaks = [0.0, 0.0]
 
     def sample() -> None:
-        process = psutil.Process(child.pid)
+        try:
+            process = psutil.Process(child.pid)
+        except psutil.Error:  # already ended (and reaped)
+            return
         while child.poll() is None:
             total, anon = _tree_rss(process)
             peaks[0], peaks[1] = max(peaks[0], total), max(peaks[1], anon)
