@@ -135,7 +135,8 @@ def _one_run(args, arm: str, seed: int, out: Path) -> dict:
     scores, scored = {}, {}  # scored: (step, weights) -> scores; selection often picks a budget
     for budget in args.budgets:
         for weights in WEIGHTS:
-            step = _selected_step(validations, budget, metric, run_dir) if weights == "selected" else budget
+            step = budget if weights != "selected" else \
+                _selected_step(validations, budget, metric, run_dir)
             used = "raw" if weights == "raw" else "ema"
             if (step, used) not in scored:
                 summary = evaluate_run(run_dir, ckpt.checkpoint_path(run_dir, step),
