@@ -34,7 +34,8 @@ def test_kermany_source_split_leaks_patients_and_ours_does_not():
         for row in csv.DictReader(handle):
             if row["patient"]:
                 splits_of[row["patient"]].add(row["split_in_source"])
-    assert sum(len(s) > 1 for s in splits_of.values()) == 643  # the source's per-image split: 601 pneumonia + 42 normal patients
+    # The source's per-image split: 601 pneumonia and 42 normal patients straddle it.
+    assert sum(len(s) > 1 for s in splits_of.values()) == 643
     data = ImageSet(images=np.zeros((len(labels), 1, 1), np.uint8), labels=labels,
                     patients=np.array([r.patient for r in index.records], dtype=object))
     split = make_split(data, 100, 0.15, 0.15, seed=0, need="label")
