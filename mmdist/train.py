@@ -40,21 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    from mmdist.engine.devices import DeviceError
+    from mmdist.engine.sync_points import TooManySkippedSteps
     from mmdist.engine.trainer import Trainer
 
+    trainer = None
     try:
         trainer = Trainer(config)
         trainer.install_signal_handlers()
         summary = trainer.fit()
-    except user_errors() as exc:
+        if trainer.strategy.is_main:
+            print(f"run directory: {config.output_dir}")
+            print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
+            print(f"summary:       {config.output_dir}/summary.json")
+            print(json.dumps(summary, sort_keys=True))
+    except (*user_errors(), DeviceError, TooManySkippedSteps) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    if trainer.strategy.is_main:
-        print(f"run directory: {config.output_dir}")
-        print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
-        print(f"summary:       {config.output_dir}/summary.json")
-        print(json.dumps(summary, sort_keys=True))
-    trainer.strategy.close()
+    finally:
+        if trainer is not None:  # on every path, exceptions included: wrapper, then group
+            trainer.close()
     return 0 if summary["status"] == "completed" else 3
 
 

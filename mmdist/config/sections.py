@@ -245,6 +245,9 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     resume: Union[bool, str] = False
     """True resumes from the run directory's latest checkpoint; a path resumes from that file."""
+    overwrite: bool = False
+    """A run without resume into an output_dir that holds another run's checkpoints, TensorBoard
+    events or summary.json stops at start; true removes those files first."""
     image_log_every: int = 200
     """TensorBoard images (inputs, saliency, predicted masks) every this many steps (0 = never)."""
     progress: bool = True

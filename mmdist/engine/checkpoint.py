@@ -78,12 +78,17 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int = 2) 
     return path
 
 
-def set_aside(path: str | Path) -> Path:
-    """Rename an unreadable checkpoint to ``*.pt.corrupt``: kept for inspection, but no longer
-    a checkpoint that resume picks or that rotation counts among the newest."""
+def set_aside(path: str | Path, suffix: str = ".corrupt") -> Path:
+    """Rename a checkpoint to ``*.pt.corrupt`` (unreadable) or ``*.pt.abandoned`` (newer than
+    the one a run resumed from): kept for inspection, but no longer a checkpoint that resume
+    picks or that rotation counts among the newest. DeepSpeed's shards folder beside it goes
+    along."""
     path = Path(path)
-    target = path.with_name(path.name + ".corrupt")
+    target = path.with_name(path.name + suffix)
     os.replace(path, target)
+    shards = path.with_suffix("")
+    if shards.is_dir():
+        os.replace(shards, shards.with_name(shards.name + suffix))
     return target
 
 
@@ -95,6 +100,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which
         raise CheckpointError(f"{path}: not a readable mmdist checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an mmdist checkpoint (a {type(state).__name__}, "
+                              "not a dict)")
+    if state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mmdist checkpoint (format {state.get('format')!r})")
     return state

@@ -56,3 +56,28 @@ class StopAgreement:
         if self.strategy.world_size > 1:
             flag = self.strategy.all_reduce_sum(flag)
         return bool(flag.item() > 0)
+
+
+class TooManySkippedSteps(RuntimeError):
+    """Steps were skipped for non-finite values ``engine.max_skipped_in_a_row`` times running."""
+
+
+class SkippedSteps:
+    """Counts the steps skipped in a row (a non-finite loss, saliency or gradient on some rank,
+    or fp16 overflow; every rank skips the same steps) and stops the run, on every rank at once,
+    when ``limit`` follow one another."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row = limit, 0
+
+    def taken(self) -> None:
+        self.in_a_row = 0
+
+    def skipped(self, step: int) -> None:
+        self.in_a_row += 1
+        if self.in_a_row >= self.limit:
+            raise TooManySkippedSteps(
+                f"engine.max_skipped_in_a_row: steps {step - self.in_a_row + 1}..{step} "
+                f"({self.in_a_row} in a row) were skipped for a non-finite loss, saliency or "
+                "gradient on some rank; nothing after the last checkpoint was saved. Resume "
+                "from it with a lower optim.lr, or engine.precision=bf16 if this is fp16")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import signal
@@ -27,17 +28,19 @@ from mmdist.data.sources import build_task_data, epoch_pool
 from mmdist.data.streams import iterate_steps
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine import rng
+from mmdist.engine.checkpointer import Checkpointer, StateFns, assert_finite
 from mmdist.engine.clock import TrainingClock
 from mmdist.engine.devices import configure_numerics, threads_per_rank
 from mmdist.engine.ema import ModelEMA
 from mmdist.engine.precision import autocast
-from mmdist.engine.resume import read_resume_state
+from mmdist.engine.resume import resume
+from mmdist.engine.run_folder import check_config_matches, claim
 from mmdist.engine.schedule import batch_per_rank, plan_run
 from mmdist.engine.selection import build_selection
 from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.engine.strategies import build_strategy
-from mmdist.engine.sync_points import FiniteLossWatch, StopAgreement
+from mmdist.engine.sync_points import FiniteLossWatch, SkippedSteps, StopAgreement
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
 from mmdist.model import VARIANTS, build_model
@@ -63,12 +66,24 @@ class Trainer:
         self.config = config = copy.deepcopy(config)
         self.spec = VARIANTS[config.model.variant]
         configure_numerics(config.engine, config.trainer.deterministic)  # before any CUDA kernel
+        # The datasets first: a cold raw or csv source is prepared here (one process per cache,
+        # the others wait on its lock), before any process group exists, so no rank waits for
+        # it inside a collective whose timeout it could outlast.
+        self.task_data = build_task_data(config, self.spec.tasks)
         self.strategy = strategy or build_strategy(config.engine)
         self.threads = threads_per_rank(config.trainer.threads, self.strategy.local_world_size)
         torch.set_num_threads(self.threads.threads)
         config.data.batch_size = batch_per_rank(config.data, self.strategy.world_size)
         self.run_dir = Path(config.output_dir)
         self.stop_requested = False
+
+    def close(self) -> None:
+        """Release the wrapped model (DDP's reducer, DeepSpeed's engine hold the process group)
+        before the strategy destroys the group: the other order can abort a rank at exit and
+        turn exit status 3 (preempted, requeue) into 134. Safe to call on any path."""
+        self.model = self.optimizer = self.scheduler = self.checkpointer = None
+        gc.collect()
+        self.strategy.close()
 
     def _request_stop(self, signum, _frame) -> None:
         self.stop_requested = True
@@ -80,7 +95,6 @@ class Trainer:
     # ---- set-up ------------------------------------------------------------------------------
     def _build(self) -> None:
         config, strategy = self.config, self.strategy
-        self.task_data = build_task_data(config, self.spec.tasks)
         pool = epoch_pool(config, self.task_data)
         self.plan = plan_run(config, strategy.world_size, pool.images, pool.description)
         self.source = build_step_source(config, self.task_data, self.spec.streams, strategy.rank,
@@ -101,34 +115,53 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
 
-    def _restore(self) -> int:
-        """Resume (mmdist.engine.resume): the strategy's state, then the trainer's own."""
-        state = read_resume_state(self.config.trainer.resume, self.strategy, self.run_dir)
-        if state is None:
-            return 0
-        self.scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        rng.restore_for_rank(state, self.strategy.rank, self.strategy.world_size,
-                             self.config.seed, step, self.strategy.device)
+    def _build_checkpointer(self) -> Checkpointer:
+        """Every stateful part of the run, in restore order (mmdist.engine.checkpointer)."""
+        strategy, device = self.strategy, self.strategy.device
+        parts = Checkpointer(self.run_dir, strategy, self.config.trainer.keep_checkpoints,
+                             finite_modules=self._weights)
+        parts.register("config", StateFns(self.config.to_dict, None), saved_only=True)
+        for name, (part, options) in strategy.checkpoint_parts().items():
+            parts.register(name, part, **options)
+        parts.register("scheduler", self.scheduler)
         if self.ema is not None:
-            self.ema.restore(state.get("ema"), self.strategy.unwrap())
+            parts.register("ema", StateFns(self.ema.state_dict,
+                                           lambda s: self.ema.restore(s, strategy.unwrap())),
+                           optional=True)
         if self.best is not None:
-            self.best.restore(state.get("selection"))
-        return step
+            parts.register("selection", StateFns(self.best.record, self.best.restore),
+                           optional=True)
+
+        def load_rng(states) -> None:  # after the step is known; older files kept 'rng'
+            saved = parts.loading if states is None else {"rng_per_rank": states}
+            rng.restore_for_rank(saved, strategy.rank, strategy.world_size, self.config.seed,
+                                 parts.step, device)
+
+        parts.register("rng_per_rank", StateFns(
+            lambda: strategy.all_gather_object(rng.capture(device)), load_rng), optional=True)
+        return parts
+
+    def _weights(self) -> dict:
+        """The networks whose weights a checkpoint or best.pt holds, for the finiteness check."""
+        out = {"": self.strategy.unwrap()}
+        if self.ema is not None:
+            out["ema."] = self.ema.module
+        return out
+
+    def _restore(self) -> int:
+        """Resume (mmdist.engine.resume) every part, after checking that the checkpoint was
+        trained as the network this run's config describes."""
+        current = self.config.to_dict()
+        step = resume(self.config.trainer.resume, self.checkpointer, self.run_dir,
+                      check=lambda state, path: check_config_matches(state, current, path,
+                                                                     "this run's config"))
+        return step or 0
 
     def save(self, step: int) -> None:
-        """Checkpoint through the strategy, with every rank's random states; never weights that
-        a non-finite loss has reached."""
+        """Checkpoint every part, with every rank's random states; never weights that a
+        non-finite loss or update has reached."""
         self.finite.check(step)
-        states = self.strategy.all_gather_object(rng.capture(self.strategy.device))
-        extra = {"scheduler": self.scheduler.state_dict(), "config": self.config.to_dict(),
-                 "rng_per_rank": states}
-        if self.ema is not None:
-            extra["ema"] = self.ema.state_dict()
-        if self.best is not None:
-            extra["selection"] = self.best.record()
-        self.strategy.save_checkpoint(self.run_dir, step, extra,
-                                      keep=self.config.trainer.keep_checkpoints)
+        self.checkpointer.save(step)
 
     def _announce(self, start: int) -> None:
         """One line at start: how this run is laid out (rank 0, stdout)."""
@@ -144,11 +177,20 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
         config, strategy = self.config, self.strategy
+        # Every rank looks before rank 0 changes anything: all refuse together, or none does.
         if strategy.is_main:
+            removed = claim(self.run_dir, config.trainer.resume, config.trainer.overwrite)
+            if removed:
+                print(f"mmdist: trainer.overwrite: removed the previous run's {len(removed)} "
+                      f"file(s) from {self.run_dir}", flush=True)
+        elif not config.trainer.overwrite:
+            claim(self.run_dir, config.trainer.resume, False)
+        self._build()
+        self.checkpointer = self._build_checkpointer()
+        start = self._restore()
+        if strategy.is_main:  # after the checks of resume: a refused run leaves the folder as is
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(config, self.run_dir / "config.yaml")
-        self._build()
-        start = self._restore()
         # Steps are logged as the count of steps done: a run resumed at `start` logs start + 1
         # first, and whatever a crashed run logged from there on is dropped.
         self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main,
@@ -194,6 +236,7 @@ class Trainer:
                         desc=f"{config.model.variant}", dynamic_ncols=True)
         clock = TrainingClock(strategy.synchronize)
         self.finite = FiniteLossWatch(strategy.device)
+        self.skips = SkippedSteps(config.engine.max_skipped_in_a_row)
         self.stops = StopAgreement(strategy, config.trainer.stop_check_every, max_steps)
         step, self.last_val = start, {}
         self.model.train()
@@ -207,12 +250,14 @@ class Trainer:
                 with autocast(strategy.device, strategy.precision):
                     loss, terms = training_losses(self.model, batch, self.spec, config.losses,
                                                   step)
-                self.finite.add(loss, step)  # no host sync: read at the loop's sync points
                 if strategy.backward_step(loss):
-                    # A step the fp16 GradScaler skipped advances neither schedule nor EMA.
+                    self.finite.add(loss, step)  # no host sync: read at the loop's sync points
+                    self.skips.taken()
                     self.scheduler.step()
                     if self.ema is not None:
                         self.ema.update(strategy.unwrap())
+                else:  # skipped on every rank: advances neither schedule nor EMA
+                    self.skips.skipped(step)
                 step += 1
                 strategy.progress(step)
                 clock.add_images(batch.image_count)
@@ -265,8 +310,11 @@ class Trainer:
         metrics = self._validate_weights(self.model_for_eval(), step, "val")
         if self.ema is not None:
             metrics.update(self._validate_weights(self.ema.module, step, "val_ema"))
-        if self.best is not None and self.best.consider(step, metrics) and self.strategy.is_main:
-            self.best.save(self.strategy.unwrap(), self.ema, self.config)
+        if self.best is not None and self.best.consider(step, metrics):
+            # NaN weights still score finitely (argmax 0, Dice 0): check them before keeping.
+            assert_finite(self._weights(), step)
+            if self.strategy.is_main:
+                self.best.save(self.strategy.unwrap(), self.ema, self.config)
         return metrics
 
     def _validate_weights(self, model, step: int, name: str) -> dict:

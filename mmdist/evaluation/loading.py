@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 
 from mmdist.config import Config, from_dict
 from mmdist.engine.checkpoint import best_checkpoint_path, find_latest_checkpoint, load_checkpoint
+from mmdist.engine.run_folder import check_config_matches
 from mmdist.model import MultiMixNet, build_model
 
 WEIGHTS = ("auto", "ema", "raw")
@@ -40,6 +42,10 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", weigh
     state = load_checkpoint(checkpoint, map_location="cpu")
     if "config" not in state or "model" not in state:
         raise RuntimeError(f"{checkpoint}: checkpoint lacks the 'config' or 'model' entry")
+    run_config = Path(checkpoint).resolve().parent.parent / "config.yaml"
+    if run_config.is_file():  # a run's checkpoint: it must be the network the run describes
+        check_config_matches(state, yaml.safe_load(run_config.read_text()) or {}, checkpoint,
+                             str(run_config))
     config = from_dict(state["config"])
     model = build_model(config.model)
     state["weights_used"], state_dict = weights_of(state, weights, str(checkpoint))
