@@ -257,7 +257,7 @@ class Trainer:
                     if self.ema is not None:
                         self.ema.update(strategy.unwrap())
                 else:  # skipped on every rank: advances neither schedule nor EMA
-                    self.skips.skipped(step)
+                    self.skips.skipped(step + 1)  # steps counted as in the logs
                 step += 1
                 strategy.progress(step)
                 clock.add_images(batch.image_count)

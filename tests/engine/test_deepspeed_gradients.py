@@ -15,6 +15,8 @@ from test_ddp_gradients import (LOSSES, MODES, fresh_model, free_port, global_ba
                                 relative_error, shard)
 
 from mmdist.config import EngineConfig
+from mmdist.engine import checkpoint as ckpt
+from mmdist.engine.checkpointer import Checkpointer
 from mmdist.engine.distributed import RankInfo
 from mmdist.engine.precision import autocast
 from mmdist.engine.step import training_losses
@@ -45,11 +47,19 @@ def _params(strategy) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
 
 
+def parts(strategy, run_dir: Path) -> Checkpointer:
+    """The strategy's own checkpoint parts (as the trainer registers them) over ``run_dir``."""
+    saver = Checkpointer(run_dir, strategy, keep=2)
+    for name, (part, options) in strategy.checkpoint_parts().items():
+        saver.register(name, part, **options)
+    return saver
+
+
 def _checkpoint_round_trip(strategy, rank: int, world: int, run_dir: Path) -> dict:
     """Save a ZeRO-2 engine after one step, take a second step; then restore the checkpoint into
     a differently initialised engine and take the same second step: weights and Adam moments
     must come back, so both second steps land on the same weights."""
-    strategy.save_checkpoint(run_dir, 1, {"scheduler": {}, "config": {}}, keep=2)
+    parts(strategy, run_dir).save(1)
     saved = _params(strategy)
     batch = shard(global_batch(world, torch.float32, seed=11), rank)
 
@@ -66,7 +76,8 @@ def _checkpoint_round_trip(strategy, rank: int, world: int, run_dir: Path) -> di
         param.data.add_(0.1)
     strategy.setup(other, torch.optim.Adam(other.parameters(), lr=1e-3))
     latest = strategy.latest_checkpoint(run_dir)
-    state = strategy.load_checkpoint(latest)
+    state = ckpt.load_checkpoint(latest)
+    parts(strategy, run_dir).restore(state, latest)
     restored = _params(strategy)
     resumed = second_step()
     return {"latest": str(latest), "step": state["step"],
