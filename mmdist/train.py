@@ -18,15 +18,16 @@ USAGE_ERROR = 2
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the input's fault and say so in one line: bad config, missing or broken
-    dataset, a launch that does not fit the engine settings, rank variables, a missing or
-    unreadable checkpoint."""
+    dataset, a launch that does not fit the engine settings, rank variables, a device that is not
+    there, a missing, unreadable or foreign checkpoint, a used output_dir."""
     from mmdist.data.records import DatasetError
     from mmdist.engine.checkpoint import CheckpointError
+    from mmdist.engine.devices import DeviceError
     from mmdist.engine.distributed import RankDiscoveryError
     from mmdist.engine.strategies import LaunchError
 
     return (ConfigError, DatasetError, LaunchError, RankDiscoveryError, CheckpointError,
-            FileNotFoundError)
+            DeviceError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    from mmdist.engine.devices import DeviceError
     from mmdist.engine.sync_points import TooManySkippedSteps
     from mmdist.engine.trainer import Trainer
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
             print(f"summary:       {config.output_dir}/summary.json")
             print(json.dumps(summary, sort_keys=True))
-    except (*user_errors(), DeviceError, TooManySkippedSteps) as exc:
+    except (*user_errors(), TooManySkippedSteps) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return USAGE_ERROR
     finally:

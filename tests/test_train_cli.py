@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mmdist.engine import checkpoint as ckpt
@@ -84,8 +85,13 @@ def test_a_stop_signal_checkpoints_exits_3_and_the_resume_completes(tmp_path, si
      "{tmp}/bad/labels.csv: no 'image' column"),
     (["trainer.resume={tmp}/missing.pt"], "checkpoint not found: {tmp}/missing.pt"),
     (["trainer.max_epochs=2"], "trainer.max_steps (8) and trainer.max_epochs (2) are both set"),
-], ids=["missing-folder", "unreadable-csv", "missing-checkpoint", "config"])
+    pytest.param(["engine.device=cuda"], "engine.device=cuda: torch sees no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
+    (["output_dir={tmp}/used"], "output_dir {tmp}/used holds another run's files (summary.json)"),
+], ids=["missing-folder", "unreadable-csv", "missing-checkpoint", "config", "no-gpu", "used-folder"])
 def test_input_errors_print_one_line_and_exit_2(tmp_path, overrides, needle):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "summary.json").write_text("{}")  # another run finished here
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "labels.csv").write_text("path,label\na.png,0\n")
     overrides = [o.format(tmp=tmp_path) for o in overrides]

@@ -57,7 +57,8 @@ class Strategy:
 
     def __init__(self, engine_config):
         self.config = engine_config
-        self.device = resolve_device(engine_config.device, self.local_rank)
+        self.device = resolve_device(engine_config.device, self.local_rank,
+                                     self.local_world_size)
         self.precision = engine_config.precision
         self.scaler = grad_scaler(self.device, self.precision)
         self.skipped_steps = 0
