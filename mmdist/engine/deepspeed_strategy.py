@@ -84,6 +84,10 @@ class DeepSpeedStrategy(DDPStrategy):
     def name(self) -> str:
         return "deepspeed"
 
+    def close(self) -> None:
+        self.engine = None  # the engine holds the process group too: it goes first
+        super().close()
+
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         import deepspeed
 

@@ -8,7 +8,8 @@ Everything here is decided once per process, before the model or any CUDA kernel
 - ``threads_per_rank``: torch's intra-op threads. A rank that leaves it to torch takes every core
   of the node, so eight ranks on a 64-core node would run 512 threads; the allocation decides
   instead (see the function).
-- ``configure_numerics``: TF32 and deterministic algorithms. ``CUBLAS_WORKSPACE_CONFIG`` must be
+- ``configure_numerics``: TF32 (on by default), cuDNN's autotuner (on unless deterministic) and
+  deterministic algorithms. ``CUBLAS_WORKSPACE_CONFIG`` must be
   in the environment before cuBLAS makes its first handle, or deterministic mode fails at the
   first matmul; setting it here, before the first CUDA kernel, is early enough.
 - ``synchronize``: timers call it before they read the clock, because CUDA kernels run
@@ -124,17 +125,35 @@ def threads_per_rank(configured: int, local_world_size: int,
     return ThreadChoice(max(1, usable_cpus() // max(1, local_world_size)), "cpus/ranks")
 
 
+def set_fp32_precision(tf32: bool) -> None:
+    """fp32 matmuls and convolutions on TF32 tensor cores (``tf32``) or strict IEEE fp32, with
+    torch's fp32_precision settings (torch >= 2.9; the allow_tf32 flags before)."""
+    mode = "tf32" if tf32 else "ieee"
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = mode
+        conv.fp32_precision = mode
+    else:  # an older torch
+        matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
 def configure_numerics(engine_config, deterministic: bool) -> None:
-    """Apply ``engine.tf32`` and ``trainer.deterministic`` to this process.
+    """Apply ``engine.tf32`` and ``trainer.deterministic`` to this process: the GPU defaults.
+
+    By default fp32 runs on TF32 tensor cores (matmuls and convolutions alike) and cuDNN picks
+    its fastest convolution per shape (``cudnn.benchmark``): speed first, as for bf16.
+    ``engine.tf32=false`` gives strict IEEE fp32. ``trainer.deterministic`` turns the autotuner
+    off (it may pick different kernels from run to run) and turns deterministic algorithms on.
+    ``bench step`` applies the same function, so its figures are the training step's.
 
     Deterministic mode on CUDA runs torch in warn-only mode: the decoder's bilinear upsampling
     has no deterministic CUDA backward, so torch warns once and keeps that one kernel (its
     gradients may differ in the last bits between runs); everything else is deterministic. On
     the CPU every kernel the model uses is deterministic and strict mode is used.
     """
-    tf32 = bool(engine_config.tf32)
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    set_fp32_precision(bool(engine_config.tf32))
+    torch.backends.cudnn.benchmark = not deterministic
     if not deterministic:
         return
     cuda = not engine_config.on_cpu
@@ -146,6 +165,5 @@ def configure_numerics(engine_config, deterministic: bool) -> None:
             current = None
         if current is None:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
-        torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=cuda)

@@ -37,20 +37,26 @@ def test_ranks_of_a_node_share_its_cpus():
 @pytest.fixture()
 def restore_numerics(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.are_deterministic_algorithms_enabled(),
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+    torch.backends.cuda.matmul.fp32_precision = saved[0]
+    torch.backends.cudnn.conv.fp32_precision = saved[1]
+    torch.backends.cudnn.benchmark = saved[2]
+    torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
 
 
-def test_tf32_is_explicit_and_off_by_default(restore_numerics):
-    assert EngineConfig().tf32 is False
+def test_gpu_defaults_are_tf32_and_the_autotuner_unless_deterministic(restore_numerics):
+    assert EngineConfig().tf32 is True
     configure_numerics(EngineConfig(device="cpu"), deterministic=False)
-    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    configure_numerics(EngineConfig(device="cpu", tf32=True), deterministic=False)
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert torch.backends.cudnn.benchmark
+    configure_numerics(EngineConfig(device="cpu", tf32=False), deterministic=True)
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # strict fp32 on request
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert not torch.backends.cudnn.benchmark  # the autotuner may change kernels between runs
 
 
 def test_deterministic_on_cuda_sets_cublas_before_cuda_and_warns_only(restore_numerics):

@@ -55,3 +55,23 @@ def test_a_signal_to_one_rank_stops_both_on_the_same_check_step(tmp_path):
     assert ckpt.checkpoint_path(run_dir, stopped).is_file()
     state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, stopped))
     assert state["step"] == stopped and len(state["rng_per_rank"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_preempted_two_rank_ddp_run_exits_3_on_both_ranks(tmp_path):
+    """SLURM preemption sends SIGTERM to every task: both ranks checkpoint and exit 3 (the
+    status slurm/train.sh requeues on), with no abort at teardown (wrapper, then group)."""
+    run_dir = tmp_path / "run"
+    with two_ranks(run_dir, tmp_path, "trainer.stop_check_every=1") as (ranks, logs):
+        wait_for_checkpoint(run_dir, 2, ranks, logs[0])
+        for process in ranks:
+            process.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=200) for p in ranks]
+    texts = [log.read_text() for log in logs]
+    assert codes == [3, 3], [text[-2000:] for text in texts]
+    for text in texts:
+        assert "terminate called" not in text and "Aborted" not in text, text[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted"
+    assert ckpt.checkpoint_path(run_dir, summary["steps"]).is_file()
