@@ -1,10 +1,11 @@
-"""Checkpoints: written atomically, found by step, rotated.
+"""Checkpoint files: written atomically, found by step, rotated, set aside.
 
-A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with the keys
-step, model (state_dict of the bare network), optimizer, scheduler, scaler, rng_per_rank (every
-rank's random states, mmdist.engine.rng), config, and format; with model.ema_decay > 0 also ema
-(mmdist.engine.ema), and with model selection on, selection (the best validation so far,
-mmdist.engine.selection). It is written to a temporary file in the same folder, flushed to disk,
+A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with step, format
+and one entry per stateful part of the run (mmdist.engine.checkpointer, which decides what they
+are: config, model (state_dict of the bare network), optimizer, scaler, skipped_steps,
+scheduler, rng_per_rank (every rank's random states, mmdist.engine.rng); with model.ema_decay > 0
+also ema (mmdist.engine.ema), and with model selection on, selection (the best validation so far,
+mmdist.engine.selection)). It is written to a temporary file in the same folder, flushed to disk,
 then renamed over the final name, so a crash mid-write never leaves a truncated checkpoint under
 a real name. RUN_DIR/checkpoints/best.pt (model, ema, config, step, selection; no optimizer) is
 written the same way, and is neither rotated nor resumed from.
