@@ -108,3 +108,21 @@ def test_predict_with_a_missing_checkpoint_prints_one_line_and_exits_2(tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path / "gone.pt") in lines[0], done.stderr
+
+
+def test_datasets_are_read_before_the_process_group_waits_for_other_ranks(tmp_path):
+    """Rank 0 of a two-rank job whose partner never comes: the dataset (here a missing folder;
+    in a real job a cold cache being prepared) is dealt with before the process group is made,
+    so the error comes at once instead of after the rendezvous timeout."""
+    from mmdist.engine.distributed import free_port
+
+    env = dict(clean_env(tmp_path), RANK="0", WORLD_SIZE="2", LOCAL_RANK="0",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    command = [sys.executable, "-m", "mmdist.train", "--config", str(TINY),
+               f"output_dir={tmp_path / 'run'}", "engine.strategy=ddp",
+               "engine.collective_timeout_s=300", "data.classification.kind=kermany",
+               f"data.classification.path={tmp_path}/no-such-folder"]
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=250)
+    assert done.returncode == 2 and "no-such-folder does not exist" in done.stderr, done.stderr
+    assert time.monotonic() - started < 200  # not the rendezvous timeout (300 s)
