@@ -82,3 +82,37 @@ def test_too_many_skipped_steps_in_a_row_stop_both_ranks_with_one_line(tmp_path)
     for rank in ranks:
         assert "steps 2..3 (2 in a row) were skipped" in rank["error"], rank
         assert "\n" not in rank["error"]
+
+
+def test_a_non_finite_saliency_is_a_skipped_step_that_moves_neither_weights_nor_average(tmp_path):
+    """One process: the saliency channel of the decoder's input made infinite on step 2 (what
+    an fp16 overflow of the inner gradient gives) is one skipped step, logged and counted."""
+    from mmdist.engine.trainer import Trainer
+
+    trainer = Trainer(load_config(TINY, [f"output_dir={tmp_path / 'run'}", *RUN[:-1],
+                                         "engine.strategy=single", "model.ema_decay=0.5"]))
+    build, calls = trainer._build, {"n": 0}
+
+    def infinite_saliency(module, args):
+        features, bridge = args
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                bridge = bridge.clone()
+                bridge[:, 1] = float("inf")  # channel 0 is the image, 1 the saliency
+        return features, bridge
+
+    def build_then_hook():
+        build()
+        trainer.strategy.unwrap().decoder.register_forward_pre_hook(infinite_saliency)
+
+    trainer._build = build_then_hook
+    summary = trainer.fit()
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 4
+    assert trainer.ema.updates == 3  # the skipped step is no update
+    assert all(torch.isfinite(p).all() for p in trainer.strategy.unwrap().parameters())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("perf/skipped_steps")] == [0, 1, 1, 1]
