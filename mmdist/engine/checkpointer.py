@@ -15,8 +15,8 @@ part was registered ``optional=True``: then it gets ``load_state_dict(None)`` an
 A part registered ``saved_only=True`` is written but never loaded back (the config, which is
 checked against the run instead; DeepSpeed's model, which its shards restore).
 
-The trainer registers: config, model, optimizer, scaler, skipped_steps (the strategy's parts,
-``Strategy.checkpoint_parts``), scheduler, ema, selection, rng_per_rank. How the files are
+A training run's parts (``run_checkpointer``): config, model, optimizer, scaler, skipped_steps
+(the strategy's own, ``Strategy.checkpoint_parts``), scheduler, ema, selection, rng_per_rank. How the files are
 written is the strategy's only business (``write_checkpoint``: one torch.save on rank 0, or
 DeepSpeed's shards beside it; ``restore_files`` reads the shards back).
 
@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from mmdist.engine import checkpoint as ckpt
+from mmdist.engine import rng
 
 
 @dataclass
@@ -127,3 +128,32 @@ class Checkpointer:
             check(state, Path(path))
         state = self.strategy.restore_files(state, path)
         return self.load_state_dict(state, path)
+
+
+def run_checkpointer(run_dir, config, strategy, scheduler, ema=None, best=None) -> Checkpointer:
+    """A training run's Checkpointer: every stateful part, in restore order. ``ema`` is the
+    run's ModelEMA (mmdist.engine.ema), ``best`` its BestCheckpoint (mmdist.engine.selection)."""
+    device = strategy.device
+
+    def weights() -> dict:  # what a checkpoint or best.pt holds, for the finiteness check
+        return {"": strategy.unwrap(), **({"ema.": ema.module} if ema is not None else {})}
+
+    parts = Checkpointer(run_dir, strategy, config.trainer.keep_checkpoints, weights)
+    parts.register("config", StateFns(config.to_dict, None), saved_only=True)
+    for name, (part, options) in strategy.checkpoint_parts().items():
+        parts.register(name, part, **options)
+    parts.register("scheduler", scheduler)
+    if ema is not None:  # a checkpoint of a run without the average: it restarts from the weights
+        parts.register("ema", StateFns(ema.state_dict, lambda s: ema.restore(s, strategy.unwrap())),
+                       optional=True)
+    if best is not None:
+        parts.register("selection", StateFns(best.record, best.restore), optional=True)
+
+    def load_rng(states) -> None:  # after the step is known; older files kept 'rng'
+        saved = parts.loading if states is None else {"rng_per_rank": states}
+        rng.restore_for_rank(saved, strategy.rank, strategy.world_size, config.seed, parts.step,
+                             device)
+
+    parts.register("rng_per_rank", StateFns(
+        lambda: strategy.all_gather_object(rng.capture(device)), load_rng), optional=True)
+    return parts

@@ -28,7 +28,7 @@ from mmdist.data.sources import build_task_data, epoch_pool
 from mmdist.data.streams import iterate_steps
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine import rng
-from mmdist.engine.checkpointer import Checkpointer, StateFns, assert_finite
+from mmdist.engine.checkpointer import assert_finite, run_checkpointer
 from mmdist.engine.clock import TrainingClock
 from mmdist.engine.devices import configure_numerics, threads_per_rank
 from mmdist.engine.ema import ModelEMA
@@ -115,39 +115,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
 
-    def _build_checkpointer(self) -> Checkpointer:
-        """Every stateful part of the run, in restore order (mmdist.engine.checkpointer)."""
-        strategy, device = self.strategy, self.strategy.device
-        parts = Checkpointer(self.run_dir, strategy, self.config.trainer.keep_checkpoints,
-                             finite_modules=self._weights)
-        parts.register("config", StateFns(self.config.to_dict, None), saved_only=True)
-        for name, (part, options) in strategy.checkpoint_parts().items():
-            parts.register(name, part, **options)
-        parts.register("scheduler", self.scheduler)
-        if self.ema is not None:
-            parts.register("ema", StateFns(self.ema.state_dict,
-                                           lambda s: self.ema.restore(s, strategy.unwrap())),
-                           optional=True)
-        if self.best is not None:
-            parts.register("selection", StateFns(self.best.record, self.best.restore),
-                           optional=True)
-
-        def load_rng(states) -> None:  # after the step is known; older files kept 'rng'
-            saved = parts.loading if states is None else {"rng_per_rank": states}
-            rng.restore_for_rank(saved, strategy.rank, strategy.world_size, self.config.seed,
-                                 parts.step, device)
-
-        parts.register("rng_per_rank", StateFns(
-            lambda: strategy.all_gather_object(rng.capture(device)), load_rng), optional=True)
-        return parts
-
-    def _weights(self) -> dict:
-        """The networks whose weights a checkpoint or best.pt holds, for the finiteness check."""
-        out = {"": self.strategy.unwrap()}
-        if self.ema is not None:
-            out["ema."] = self.ema.module
-        return out
-
     def _restore(self) -> int:
         """Resume (mmdist.engine.resume) every part, after checking that the checkpoint was
         trained as the network this run's config describes."""
@@ -186,7 +153,8 @@ class Trainer:
         elif not config.trainer.overwrite:
             claim(self.run_dir, config.trainer.resume, False)
         self._build()
-        self.checkpointer = self._build_checkpointer()
+        self.checkpointer = run_checkpointer(self.run_dir, config, strategy, self.scheduler,
+                                             self.ema, self.best)
         start = self._restore()
         if strategy.is_main:  # after the checks of resume: a refused run leaves the folder as is
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -312,7 +280,7 @@ class Trainer:
             metrics.update(self._validate_weights(self.ema.module, step, "val_ema"))
         if self.best is not None and self.best.consider(step, metrics):
             # NaN weights still score finitely (argmax 0, Dice 0): check them before keeping.
-            assert_finite(self._weights(), step)
+            assert_finite(self.checkpointer.finite_modules(), step)
             if self.strategy.is_main:
                 self.best.save(self.strategy.unwrap(), self.ema, self.config)
         return metrics
