@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -120,12 +120,8 @@ class Checkpointer:
         self.loading = None
         return self.step
 
-    def restore(self, state: dict, path: str | Path,
-                check: Optional[Callable[[dict, Path], None]] = None) -> int:
-        """``check(state, path)`` (e.g. the config against the run's), the strategy's files (DeepSpeed
-        shards), then the parts; returns the resumed step."""
-        if check is not None:
-            check(state, Path(path))
+    def restore(self, state: dict, path: str | Path) -> int:
+        """The strategy's files (DeepSpeed shards), then the parts; returns the resumed step."""
         state = self.strategy.restore_files(state, path)
         return self.load_state_dict(state, path)
 

@@ -95,14 +95,21 @@ def test_resuming_an_older_checkpoint_moves_the_newer_ones_aside(tmp_path):
     run = tmp_path / "run"
     Trainer(tiny(run, "trainer.max_steps=6", "trainer.checkpoint_every=2",
                  "trainer.keep_checkpoints=3")).fit()
+    # best.pt as the abandoned continuation left it: chosen at step 6.
+    best = ckpt.best_checkpoint_path(run)
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 6))
+    ckpt.atomic_torch_save({**state, "selection": {"metric": "val_mean", "weights": "raw",
+                                                   "step": 6, "value": 2.0}}, best)
     older = ckpt.checkpoint_path(run, 2)
-    with pytest.warns(UserWarning, match=r"newer checkpoint\(s\) step_00000004\.pt, "
-                                         r"step_00000006\.pt .* moved aside"):
+    with pytest.warns(UserWarning, match=r"resuming at step 2; step_00000004\.pt, "
+                                         r"step_00000006\.pt, best\.pt of the abandoned "
+                                         r"continuation are moved aside"):
         summary = Trainer(tiny(run, "trainer.max_steps=3", "trainer.checkpoint_every=1",
                                f"trainer.resume={older}")).fit()
     assert summary["start_step"] == 2 and summary["steps"] == 3
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 3]
     assert (run / "checkpoints" / "step_00000006.pt.abandoned").is_file()
+    assert (run / "checkpoints" / "best.pt.abandoned").is_file() and not best.exists()
     assert ckpt.find_latest_checkpoint(run) == ckpt.checkpoint_path(run, 3)
 
 
