@@ -142,3 +142,5 @@ def test_resume_and_evaluate_refuse_a_checkpoint_of_another_network(tmp_path):
     with pytest.raises(RunFolderError, match=r"model\.variant: checkpoint 'unet', run 'multimix'"):
         load_model(stray)
     load_model(ckpt.checkpoint_path(other, 4))  # its own checkpoint loads
+    with pytest.raises(RunFolderError, match=r"run 'multimix'"):  # named for another run
+        load_model(ckpt.checkpoint_path(run, 4), run_dir=other)
