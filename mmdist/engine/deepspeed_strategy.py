@@ -7,7 +7,10 @@ states is filled in here and may not be repeated in the JSON (mmdist.config chec
 
 - precision comes from ``engine.precision`` as DeepSpeed's ``torch_autocast`` (bf16 or fp16):
   the master weights stay fp32 as under DDP, the same autocast runs the forward, and fp16 gets
-  DeepSpeed's GradScaler. The model's saliency keeps its own fixed inner scale.
+  DeepSpeed's GradScaler. fp16 is ZeRO-0 only (mmdist.config refuses ZeRO-1/2: they decide
+  overflow before the optimizer step that would back the scaler off, so the scale never leaves
+  2**16); ZeRO-0 unscales before ``gradient_clipping``. The model's saliency keeps its own fixed
+  inner scale.
 - gradients are reduced in fp32, as DDP reduces them. DeepSpeed's torch_autocast would mark
   every Linear/Conv parameter for reduction in the autocast dtype (its
   ``lower_precision_safe_modules`` default), and ``communication_data_type`` does not apply to
@@ -19,8 +22,10 @@ states is filled in here and may not be repeated in the JSON (mmdist.config chec
 
 Checkpoints go through the engine (every rank writes its ZeRO shard) into
 RUN_DIR/checkpoints/step_XXXXXXXX/, and rank 0 also writes the usual step_XXXXXXXX.pt with the
-full weights (ZeRO <= 2 keeps them whole on every rank), the scheduler, RNG and config, so
-evaluation and the rest of the toolkit read a DeepSpeed run like any other.
+full weights (ZeRO <= 2 keeps them whole on every rank), the scheduler, RNG, config and the fp16
+GradScaler (which DeepSpeed's own checkpoint lacks) from the run's checkpointer
+(mmdist.engine.checkpointer), so evaluation and the rest of the toolkit read a DeepSpeed run like
+any other. A .pt without its shards is a CheckpointError.
 """
 
 from __future__ import annotations
