@@ -1,0 +1,87 @@
+"""What the checks share: the fp32 switches, a random batch in any dtype, weight comparisons,
+and ``python -m mmdist.train`` runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def strict_fp32() -> None:
+    """fp32 matmuls and convolutions in full fp32 on CUDA (no TF32), with torch's current
+    precision API where it has one (torch >= 2.9), else the allow_tf32 flags."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(conv, "conv") and hasattr(conv.conv, "fp32_precision"):
+        matmul.fp32_precision = "ieee"
+        conv.conv.fp32_precision = "ieee"
+    else:
+        matmul.allow_tf32 = False
+        conv.allow_tf32 = False
+
+
+def random_batch(per_stream: int, size: int, dtype=torch.float32, seed: int = 0):
+    """A five-stream MultiMix batch: images (N, 1, size, size) in [-1, 1] of ``dtype``, masks
+    of 0/1 in ``dtype``, int64 class targets."""
+    from mmdist.bench.step import random_batch as bench_batch
+    from mmdist.data.streams import StepBatch
+    from mmdist.model import VARIANTS
+
+    batch = bench_batch(VARIANTS["multimix"].streams, per_stream, size,
+                        torch.Generator().manual_seed(seed))
+    return StepBatch(**{k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v)
+                        for k, v in vars(batch).items()})
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()
+            if v.is_floating_point()}
+
+
+def largest_change(before: dict, after: dict) -> float:
+    return max(float((after[k] - before[k]).abs().max()) for k in before)
+
+
+def all_finite(state: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values()
+               if torch.is_tensor(v) and v.is_floating_point())
+
+
+def finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def one_rank_env() -> dict:
+    """The generic launcher variables of a one-rank job, so DDP and DeepSpeed start a real
+    process group (NCCL on a GPU, gloo on the CPU)."""
+    from mmdist.engine.distributed import free_port
+
+    return {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port())}
+
+
+def train(ctx, run_dir: Path, overrides: list[str], env_extra: dict | None = None,
+          timeout: float | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m mmdist.train`` on configs/tiny.yaml in ``run_dir``; (process, summary.json
+    or {})."""
+    env = {**os.environ, **(env_extra or {})}
+    command = [sys.executable, "-m", "mmdist.train", "--config", str(TINY),
+               f"output_dir={run_dir}", f"engine.device={ctx.device}", "trainer.image_log_every=0",
+               *overrides]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout or ctx.timeout_s)
+    path = run_dir / "summary.json"
+    return done, (json.loads(path.read_text()) if path.is_file() else {})
+
+
+def failure(done: subprocess.CompletedProcess) -> dict:
+    tail = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
+    return {"exit": done.returncode, "stderr": " / ".join(tail[-3:])}
