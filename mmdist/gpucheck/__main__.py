@@ -27,12 +27,18 @@ def environment() -> dict:
     return info
 
 
+CPU_SLOWDOWN = 10
+"""The small CPU forms run this many times longer than the GPU timeouts allow (a dry run of the
+machinery, not a measurement)."""
+
+
 def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report: Report,
             budget_s: float) -> None:
     """Each check in turn, in its own fresh folder under DIR/work; those that cannot run here
     are "not run" with the reason, and none starts once the one-GPU budget is spent."""
     work = fresh_folder(out / "work")
     started = time.monotonic()
+    slowdown = CPU_SLOWDOWN if device == "cpu" else 1
     for check in checks:
         why = why_not_run(check, device, gpus)
         left = budget_s - (time.monotonic() - started)
@@ -42,7 +48,8 @@ def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report
             for case in check.cases:
                 report.add(not_run(check.name, case, why))
             continue
-        timeout = check.timeout_s if check.gpus > 1 else min(check.timeout_s, left)
+        timeout = check.timeout_s * slowdown
+        timeout = timeout if check.gpus > 1 else min(timeout, left)
         ctx = Context(device=device, out=str(out), work=str(work / check.target.split(":")[1]),
                       gpus=gpus, timeout_s=timeout)
         run_check(check, ctx, report, timeout)
@@ -69,7 +76,9 @@ def main(argv: list[str] | None = None, checks: tuple[Check, ...] = CHECKS) -> i
     chosen = tuple(c for c in checks if c.name not in args.skip
                    and (not args.only or c.name in args.only))
     gpus = info["gpus"] if args.device == "cuda" else 0
-    run_all(chosen, args.device, out, gpus, report, args.budget_s)
+    budget = args.budget_s * (CPU_SLOWDOWN if args.device == "cpu" and
+                              args.budget_s == ONE_GPU_BUDGET_S else 1)
+    run_all(chosen, args.device, out, gpus, report, budget)
     return report.finish()
 
 

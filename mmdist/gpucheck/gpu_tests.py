@@ -36,15 +36,18 @@ def read_junit(path: Path) -> dict:
     root = ElementTree.parse(path).getroot()
     passed, failed, skipped, missing, broken = 0, [], [], [], []
     for case in root.iter("testcase"):
-        name = f"{case.get('classname', '')}::{case.get('name', '')}".strip(":")
+        name = "::".join(filter(None, (case.get("classname"), case.get("name"))))
         problem = case.find("error") if case.find("error") is not None else case.find("failure")
         if problem is not None:
-            text = f"{problem.get('message', '')} {problem.text or ''}"
-            module = MISSING.search(text)
-            if module and not module.group(1).startswith("mmdist") and not case.get("name"):
-                missing.append(f"{case.get('classname')} ({module.group(1)} not installed)")
-            elif not case.get("name") or "collect" in problem.get("message", ""):
-                broken.append(f"{name}: {problem.get('message', '')[:160]}")
+            # pytest writes a file that failed to import as a case named after the module,
+            # with no class and the message "collection failure".
+            collection = problem.get("message") == "collection failure" or not case.get("classname")
+            module = MISSING.search(f"{problem.get('message', '')} {problem.text or ''}")
+            if collection and module and not module.group(1).startswith("mmdist"):
+                missing.append(f"{name} ({module.group(1)} not installed)")
+            elif collection:
+                last = (problem.text or "").strip().splitlines()[-1:] or [""]
+                broken.append(f"{name}: {last[0][:160]}")
             else:
                 failed.append(name)
         elif case.find("skipped") is not None:
@@ -61,22 +64,27 @@ def verdict(found: dict, seconds: float = 0.0) -> Row:
         "no test failed": (not found["failed"]) if ran else None,
         "every gpu test file collected": (not found["collection_errors"])
         if found["collection_errors"] else None,
-    }, {"passed": found["passed"], "failed": "; ".join(found["failed"]),
+    }, {"passed": found["passed"], "failed_tests": "; ".join(found["failed"]),
         "skipped": "; ".join(found["skipped"]), "not_collected": "; ".join(found["not_collected"]),
         "collection_errors": "; ".join(found["collection_errors"])}, seconds,
         why_not_run="no gpu test ran (all skipped)")
+
+
+def pytest_command(files: list[Path], xml: Path) -> list[str]:
+    """pytest on ``files`` only, gpu-marked tests only, a collection error in one file not
+    stopping the others; addopts off (--strict-markers would make the timeout marks errors where
+    pytest-timeout is not installed)."""
+    return [sys.executable, "-m", "pytest", *map(str, files), "-m", "gpu", "-q", "-o", "addopts=",
+            "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--junitxml={xml}"]
 
 
 def gpu_tests(ctx, emit) -> None:
     import subprocess
 
     tick = time.perf_counter()
-    files = gpu_test_files()
     xml = ctx.work_dir / "gpu-tests.xml"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", *map(str, files), "-m", "gpu", "-q", "-o", "addopts=",
-         "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--junitxml={xml}"],
-        cwd=REPO, capture_output=True, text=True, timeout=ctx.timeout_s)
+    done = subprocess.run(pytest_command(gpu_test_files(), xml), cwd=REPO, capture_output=True,
+                          text=True, timeout=ctx.timeout_s)
     if not xml.is_file():
         raise RuntimeError(f"pytest wrote no report (exit {done.returncode}): "
                            f"{done.stdout[-300:]} {done.stderr[-300:]}")
