@@ -31,7 +31,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not slurm" $(PYTEST_ARGS)
 
 # GPU acceptance (mmdist/gpucheck): the project as it is, with the machine's own Python and torch
-# (>= 2.11); no venv, no install, no download. A table and DIR/gpucheck.json; non-zero on failure.
+# (>= 2.11); no venv, no install, no download. At most six minutes on one GPU; a table and
+# DIR/gpucheck.json (written row by row). Exit 0 passed, 1 a row FAILED, 3 nothing verified (no GPU).
 GPUCHECK_OUT ?= runs/gpucheck
 gpu-check:
 	PYTHONPATH=. $(PYTHON) -m mmdist.gpucheck --out $(GPUCHECK_OUT)

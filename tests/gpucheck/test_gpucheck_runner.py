@@ -145,3 +145,15 @@ def test_without_cuda_every_gpu_row_reads_not_run_and_the_exit_says_nothing_veri
     assert set(statuses(report)) == expected
     assert set(statuses(report).values()) == {NOT_RUN}
     assert "nothing was verified (exit 3)" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_real_check_in_its_cpu_form_passes_twice_into_the_same_out(tmp_path):
+    # The trainer check (bf16, EMA, validation, best.pt) in its child process, twice: the
+    # second run must not find the first one's checkpoints.
+    for _ in range(2):
+        code, report = run(tmp_path, *[c for c in CHECKS if c.name == "trainer"])
+        assert code == EXIT_PASSED, report["rows"]
+        assert statuses(report) == {("trainer", "single bf16 ema+val+best"): PASSED,
+                                    ("trainer", "single fp16 ema+val+best"): NOT_RUN}
