@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmdist.gpucheck.registry import CHECKS, ONE_GPU_BUDGET_S, Check, Context
+from mmdist.gpucheck.registry import CHECKS, CPU_SLOWDOWN, ONE_GPU_BUDGET_S, Check, Context
 from mmdist.gpucheck.report import Report, not_run
 from mmdist.gpucheck.runner import fresh_folder, run_check, why_not_run
 
@@ -27,18 +27,12 @@ def environment() -> dict:
     return info
 
 
-CPU_SLOWDOWN = 10
-"""The small CPU forms run this many times longer than the GPU timeouts allow (a dry run of the
-machinery, not a measurement)."""
-
-
 def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report: Report,
             budget_s: float) -> None:
     """Each check in turn, in its own fresh folder under DIR/work; those that cannot run here
     are "not run" with the reason, and none starts once the one-GPU budget is spent."""
     work = fresh_folder(out / "work")
     started = time.monotonic()
-    slowdown = CPU_SLOWDOWN if device == "cpu" else 1
     for check in checks:
         why = why_not_run(check, device, gpus)
         left = budget_s - (time.monotonic() - started)
@@ -48,7 +42,8 @@ def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report
             for case in check.cases:
                 report.add(not_run(check.name, case, why))
             continue
-        timeout = check.timeout_s * slowdown
+        timeout = check.timeout_s if device == "cuda" else (check.cpu_timeout_s or
+                                                             check.timeout_s * CPU_SLOWDOWN)
         timeout = timeout if check.gpus > 1 else min(timeout, left)
         ctx = Context(device=device, out=str(out), work=str(work / check.target.split(":")[1]),
                       gpus=gpus, timeout_s=timeout)

@@ -17,6 +17,11 @@ ONE_GPU_BUDGET_S = 360.0
 rerun). The two-GPU checks run after it, with their own timeouts, where two GPUs exist."""
 
 
+CPU_SLOWDOWN = 10
+"""The small CPU forms get this many times the GPU timeouts (a dry run of the machinery on a
+shared CPU, not a measurement)."""
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -33,6 +38,8 @@ class Check:
     cpu_form: bool = True
     """It has a small form for ``--device cpu`` (False: it compares the GPU against the CPU,
     or needs NCCL or a GPU pipeline, and is "not run" there)."""
+    cpu_timeout_s: float = 0.0
+    """Its timeout in the ``--device cpu`` form (0: CPU_SLOWDOWN times ``timeout_s``)."""
     unless: str = ""
     """``module:function`` asked in the parent before starting the child: a non-empty answer is
     why the check cannot run here (its rows are then "not run" at no cost)."""

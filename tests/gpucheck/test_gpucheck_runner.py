@@ -31,7 +31,8 @@ def probes_importable(monkeypatch):
 
 
 def probe(function: str, cases: tuple[str, ...], timeout_s: float = 60, **kwargs) -> Check:
-    return Check(function, f"gpucheck_probes:{function}", timeout_s, cases, **kwargs)
+    return Check(function, f"gpucheck_probes:{function}", timeout_s, cases,
+                 cpu_timeout_s=timeout_s, **kwargs)
 
 
 def run(out: Path, *checks: Check, argv=()) -> tuple[int, dict]:
