@@ -18,16 +18,17 @@ STEPS, EVERY = 4, 2
 
 
 def _overrides(stage: int, precision: str) -> list[str]:
-    return ["engine.strategy=deepspeed", f"engine.deepspeed_config=configs/deepspeed/zero{stage}.json",
+    return ["engine.strategy=deepspeed",
+            f"engine.deepspeed_config=configs/deepspeed/zero{stage}.json",
             f"engine.precision={precision}", f"trainer.max_steps={STEPS}",
             f"trainer.checkpoint_every={EVERY}", "trainer.deterministic=true"]
 
 
 def _judge_trained(ctx, case: str, run_dir, summary: dict, precision: str, seconds: float):
+    from mmdist.config import load_config
     from mmdist.engine import checkpoint as ckpt
     from mmdist.gpucheck.common import all_finite, largest_change
     from mmdist.gpucheck.trainer_runs import initial_weights
-    from mmdist.config import load_config
 
     steps, skipped = summary.get("steps", 0), summary.get("skipped_steps", 0)
     final = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, steps))["model"]

@@ -49,7 +49,8 @@ def evaluate_and_predict(ctx, emit) -> None:
             time.perf_counter() - tick))
     tick = time.perf_counter()
     image = ctx.work_dir / "chest.png"
-    Image.fromarray((np.random.default_rng(0).random((200, 180)) * 255).astype(np.uint8)).save(image)
+    pixels = (np.random.default_rng(0).random((200, 180)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(image)
     done = _python(ctx, ["-m", "mmdist.predict", str(ckpt.best_checkpoint_path(run_dir)),
                          str(image), "--out", str(ctx.work_dir), "--device", ctx.device])
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -5,7 +5,6 @@ all skipped is "not run"; read from a real pytest run's JUnit XML."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from mmdist.gpucheck.gpu_tests import gpu_test_files, pytest_command, read_junit, verdict
@@ -25,8 +24,9 @@ def test_runs():
 def test_not_gpu():
     assert False, "not a gpu test: never selected"
 """
-NO_LIBRARY = "import pytest\nimport no_such_library_xyz\n@pytest.mark.gpu\ndef test_x():\n    pass\n"
-NO_MMDIST = "import pytest\nimport mmdist.no_such_module\n@pytest.mark.gpu\ndef test_x():\n    pass\n"
+GPU_TEST = "\n@pytest.mark.gpu\ndef test_x():\n    pass\n"
+NO_LIBRARY = "import pytest\nimport no_such_library_xyz\n" + GPU_TEST
+NO_MMDIST = "import pytest\nimport mmdist.no_such_module\n" + GPU_TEST
 
 
 def pytest_row(tmp_path: Path, files: dict[str, str]):
