@@ -100,6 +100,43 @@ def _how_it_ended(code: int) -> str:
     return f"the check's process exited with status {code}"
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), including those in sessions of their own:
+    torchrun starts its workers with start_new_session, so killing the check's process group
+    alone would leave them running on the GPU."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended while we looked
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group and every descendant (listed before the kill, while
+    they are still its descendants)."""
+    tree = descendants(pid) if Path("/proc").is_dir() else []
+    for target in (pid, *tree):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class RowsFile:
     """The child's rows file, read as it grows."""
 
@@ -126,7 +163,7 @@ def run_check(check: Check, ctx: Context, report: Report, timeout_s: float) -> N
                json.dumps(ctx.to_json()), str(rows.path)]
     started = time.monotonic()
     with log.open("w") as output:
-        # A session of its own: on a timeout the whole group (torchrun, ranks) is killed.
+        # A session of its own; on a timeout the child and everything below it is killed.
         child = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=output,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         reported: list[str] = []
@@ -136,7 +173,7 @@ def run_check(check: Check, ctx: Context, report: Report, timeout_s: float) -> N
                 code = child.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 if time.monotonic() - started > timeout_s:
-                    os.killpg(child.pid, signal.SIGKILL)
+                    kill_tree(child.pid)
                     child.wait()
                     break
             finally:

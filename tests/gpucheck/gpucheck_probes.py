@@ -33,6 +33,17 @@ def hangs(ctx, emit) -> None:
     time.sleep(600)
 
 
+def hangs_with_a_worker(ctx, emit) -> None:
+    """Starts a worker in a session of its own (as torchrun starts its ranks), then hangs."""
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                              start_new_session=True)
+    (Path(ctx.work) / "worker.pid").write_text(str(worker.pid))
+    time.sleep(600)
+
+
 def imports_missing_mmdist_module(ctx, emit) -> None:
     import mmdist.no_such_module  # noqa: F401
 
