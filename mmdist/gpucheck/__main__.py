@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mmdist.gpucheck.registry import CHECKS, CPU_SLOWDOWN, ONE_GPU_BUDGET_S, Check, Context
 from mmdist.gpucheck.report import Report, not_run
-from mmdist.gpucheck.runner import fresh_folder, run_check, why_not_run
+from mmdist.gpucheck.runner import adopt_orphans, fresh_folder, run_check, why_not_run
 
 
 def environment() -> dict:
@@ -32,6 +32,7 @@ def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report
     """Each check in turn, in its own fresh folder under DIR/work; those that cannot run here
     are "not run" with the reason, and none starts once the one-GPU budget is spent."""
     work = fresh_folder(out / "work")
+    adopt_orphans()
     started = time.monotonic()
     for check in checks:
         why = why_not_run(check, device, gpus)

@@ -137,6 +137,37 @@ def kill_tree(pid: int) -> None:
         pass
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> None:
+    """Make this process the subreaper of everything it starts (Linux prctl): a rank that
+    outlives the check which started it (its launcher killed on a timeout) is re-parented here
+    instead of to init, so ``end_leftovers`` still finds it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: leftovers are only killed by group
+        pass
+
+
+def end_leftovers() -> list[int]:
+    """SIGKILL and reap whatever a finished check left running below this process; the pids."""
+    leftovers = descendants(os.getpid()) if Path("/proc").is_dir() else []
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in leftovers:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # not our child (a grandchild its parent reaps)
+            pass
+    return leftovers
+
+
 class RowsFile:
     """The child's rows file, read as it grows."""
 
@@ -181,6 +212,7 @@ def run_check(check: Check, ctx: Context, report: Report, timeout_s: float) -> N
                     reported.append(row.case)
                     report.add(row)
     seconds = time.monotonic() - started
+    leftovers = end_leftovers()
     left = [case for case in check.cases if case not in reported]
     if code is None:
         why = f"no result within its timeout of {timeout_s:.0f} s: killed"
@@ -189,6 +221,9 @@ def run_check(check: Check, ctx: Context, report: Report, timeout_s: float) -> N
     elif left:
         why = "the check ended without reporting this case"
     else:
+        if leftovers:  # the rows stand; the next check must not share the GPU with these
+            print(f"gpucheck: {check.name}: ended {len(leftovers)} process(es) it left running",
+                  flush=True)
         return
     first = left[0] if left else "-"
     report.add(Row(**{**vars(failed(check.name, first, why, log=_tail(log),

@@ -33,15 +33,25 @@ def hangs(ctx, emit) -> None:
     time.sleep(600)
 
 
-def hangs_with_a_worker(ctx, emit) -> None:
-    """Starts a worker in a session of its own (as torchrun starts its ranks), then hangs."""
+def _start_worker(ctx) -> None:
+    """A worker in a session of its own (as torchrun starts its ranks); its pid in worker.pid."""
     import subprocess
     import sys
 
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                               start_new_session=True)
     (Path(ctx.work) / "worker.pid").write_text(str(worker.pid))
+
+
+def hangs_with_a_worker(ctx, emit) -> None:
+    _start_worker(ctx)
     time.sleep(600)
+
+
+def leaves_a_worker(ctx, emit) -> None:
+    """Ends normally, its worker still running (a launcher killed by its own timeout)."""
+    _start_worker(ctx)
+    emit(judged("leaves", "case", {"ran": True}, {}))
 
 
 def imports_missing_mmdist_module(ctx, emit) -> None:
