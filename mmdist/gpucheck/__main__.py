@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from mmdist.gpucheck.registry import CHECKS, CPU_SLOWDOWN, ONE_GPU_BUDGET_S, Check, Context
-from mmdist.gpucheck.report import Report, not_run
+from mmdist.gpucheck.report import Report, failed, not_run
 from mmdist.gpucheck.runner import adopt_orphans, fresh_folder, run_check, why_not_run
 
 
@@ -35,7 +35,11 @@ def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report
     adopt_orphans()
     started = time.monotonic()
     for check in checks:
-        why = why_not_run(check, device, gpus)
+        try:
+            why = why_not_run(check, device, gpus)
+        except Exception as exc:  # e.g. an mmdist module that no longer imports: FAILED
+            report.add(failed(check.name, check.cases[0], f"{type(exc).__name__}: {exc}"))
+            continue
         left = budget_s - (time.monotonic() - started)
         if not why and check.gpus <= 1 and left <= 1:
             why = f"the {budget_s:.0f} s budget of the check was spent"

@@ -85,3 +85,40 @@ def train(ctx, run_dir: Path, overrides: list[str], env_extra: dict | None = Non
 def failure(done: subprocess.CompletedProcess) -> dict:
     tail = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
     return {"exit": done.returncode, "stderr": " / ".join(tail[-3:])}
+
+
+RESUME_TOLERANCE = 1e-4
+"""Largest parameter difference between a resumed run and the uninterrupted one on CUDA: the
+decoder's bilinear upsampling has no deterministic CUDA backward (torch warns and keeps it), so
+its gradients differ in the last bits between runs; Adam's steps of lr 1e-4 keep the effect far
+below this. On the CPU the two runs are bit for bit equal."""
+
+
+def resume_row(check: str, case: str, straight: Path, split: Path, steps: int, every: int,
+               run_split, started: float):
+    """Train ``split`` to ``every`` steps, resume it to ``steps`` (``run_split(overrides)``
+    returns the finished process), and judge it against the uninterrupted ``straight`` run:
+    resumed where it stopped, same weights (RESUME_TOLERANCE), schedule and EMA updates."""
+    import time
+
+    from mmdist.engine import checkpoint as ckpt
+    from mmdist.gpucheck.report import judged
+
+    for overrides in ([f"trainer.max_steps={every}"], ["trainer.resume=true"]):
+        done = run_split(overrides)
+        if done.returncode != 0:
+            return judged(check, case, {"runs exit 0": False}, failure(done),
+                          time.perf_counter() - started)
+    resumed = json.loads((split / "summary.json").read_text())
+    a = ckpt.load_checkpoint(ckpt.checkpoint_path(straight, steps))
+    b = ckpt.load_checkpoint(ckpt.checkpoint_path(split, steps))
+    difference = max(float((a["model"][k].double() - b["model"][k].double()).abs().max())
+                     for k in a["model"])
+    assertions = {"resumed at the checkpoint": resumed.get("start_step") == every,
+                  "same weights as the uninterrupted run": difference <= RESUME_TOLERANCE,
+                  "same schedule": a["scheduler"] == b["scheduler"]}
+    if "ema" in a:
+        assertions["same EMA updates"] = a["ema"]["updates"] == b.get("ema", {}).get("updates")
+    return judged(check, case, assertions, {"max_param_difference": difference,
+                                            "tolerance": RESUME_TOLERANCE},
+                  time.perf_counter() - started)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 
-from mmdist.gpucheck.common import failure, one_rank_env, train
+from mmdist.gpucheck.common import failure, one_rank_env, resume_row, train
 from mmdist.gpucheck.report import judged, not_run
-from mmdist.gpucheck.trainer_runs import RESUME_TOLERANCE
 
 STEPS, EVERY = 4, 2
 
@@ -44,8 +43,6 @@ def _judge_trained(ctx, case: str, run_dir, summary: dict, precision: str, secon
 
 
 def deepspeed_runs(ctx, emit) -> None:
-    from mmdist.engine import checkpoint as ckpt
-
     for stage, precision in ((0, "fp16"), (2, "bf16"), (2, "fp16")):
         case = f"ZeRO-{stage} {precision}"
         if precision == "fp16" and not ctx.cuda:
@@ -65,21 +62,7 @@ def deepspeed_runs(ctx, emit) -> None:
         else:
             emit(_judge_trained(ctx, case, run_dir, summary, precision,
                                 time.perf_counter() - tick))
-    tick = time.perf_counter()
-    straight, split = ctx.work_dir / "zero2_bf16", ctx.work_dir / "zero2_bf16_split"
-    for extra in ([f"trainer.max_steps={EVERY}"], ["trainer.resume=true"]):
-        done, summary = train(ctx, split, [*_overrides(2, "bf16"), *extra], one_rank_env())
-        if done.returncode != 0:
-            emit(judged("deepspeed", "ZeRO-2 bf16 resume", {"runs exit 0": False},
-                        failure(done), time.perf_counter() - tick))
-            return
-    a = ckpt.load_checkpoint(ckpt.checkpoint_path(straight, STEPS))
-    b = ckpt.load_checkpoint(ckpt.checkpoint_path(split, STEPS))
-    difference = max(float((a["model"][k].double() - b["model"][k].double()).abs().max())
-                     for k in a["model"])
-    emit(judged("deepspeed", "ZeRO-2 bf16 resume", {
-        "resumed at the checkpoint": summary.get("start_step") == EVERY,
-        "same weights as the uninterrupted run": difference <= RESUME_TOLERANCE,
-        "same schedule": a["scheduler"] == b["scheduler"],
-    }, {"max_param_difference": difference, "tolerance": RESUME_TOLERANCE},
-        time.perf_counter() - tick))
+    split = ctx.work_dir / "zero2_bf16_split"
+    emit(resume_row("deepspeed", "ZeRO-2 bf16 resume", ctx.work_dir / "zero2_bf16", split, STEPS,
+                    EVERY, lambda more: train(ctx, split, [*_overrides(2, "bf16"), *more],
+                                              one_rank_env())[0], time.perf_counter()))

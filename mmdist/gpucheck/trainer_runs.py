@@ -16,18 +16,13 @@ from pathlib import Path
 import torch
 
 from mmdist.gpucheck.common import (TINY, all_finite, failure, finite, largest_change,
-                                    one_rank_env, train)
+                                    one_rank_env, resume_row, train)
 from mmdist.gpucheck.report import judged, not_run
 
 STEPS, EVERY = 6, 3
 RUN = [f"trainer.max_steps={STEPS}", f"trainer.val_every={EVERY}",
        f"trainer.checkpoint_every={EVERY}", "trainer.log_every=3", "model.ema_decay=0.9",
        "trainer.image_log_every=0"]
-RESUME_TOLERANCE = 1e-4
-"""Largest parameter difference between a resumed run and the uninterrupted one on CUDA: the
-decoder's bilinear upsampling has no deterministic CUDA backward (torch warns and keeps it), so
-its gradients differ in the last bits between runs; Adam's steps of lr 1e-4 bound the effect
-far below this. On the CPU the two runs are bit for bit equal."""
 
 
 def initial_weights(config) -> dict:
@@ -80,12 +75,18 @@ def _fit(run_dir: Path, overrides: list[str]):
     return trainer, summary
 
 
-def single_runs(ctx, emit) -> None:
+def precisions(ctx, check: str, form: str, emit):
+    """(precision, case) for bf16 and fp16; fp16 on the CPU is reported "not run" instead."""
     for precision in ("bf16", "fp16"):
-        case = f"single {precision} ema+val+best"
+        case = form.format(precision)
         if precision == "fp16" and not ctx.cuda:
-            emit(not_run("trainer", case, "fp16 needs CUDA (refused on the CPU)"))
+            emit(not_run(check, case, "fp16 needs CUDA (refused on the CPU)"))
             continue
+        yield precision, case
+
+
+def single_runs(ctx, emit) -> None:
+    for precision, case in precisions(ctx, "trainer", "single {} ema+val+best", emit):
         tick = time.perf_counter()
         run_dir = ctx.work_dir / precision
         _, summary = _fit(run_dir, [f"engine.device={ctx.device}", f"engine.precision={precision}",
@@ -97,14 +98,8 @@ def single_runs(ctx, emit) -> None:
 def ddp_runs(ctx, emit) -> None:
     """``python -m mmdist.train`` as one DDP rank (NCCL on CUDA), bf16 and fp16; then the bf16
     run stopped at step 3 and resumed, against the uninterrupted one."""
-    from mmdist.engine import checkpoint as ckpt
-
     common = ["engine.strategy=ddp", "trainer.deterministic=true", *RUN]
-    for precision in ("bf16", "fp16"):
-        case = f"1-rank {precision} ema+val+best"
-        if precision == "fp16" and not ctx.cuda:
-            emit(not_run("ddp", case, "fp16 needs CUDA (refused on the CPU)"))
-            continue
+    for precision, case in precisions(ctx, "ddp", "1-rank {} ema+val+best", emit):
         tick = time.perf_counter()
         run_dir = ctx.work_dir / precision
         done, summary = train(ctx, run_dir, [*common, f"engine.precision={precision}"],
@@ -114,25 +109,10 @@ def ddp_runs(ctx, emit) -> None:
             continue
         emit(judge_run(ctx, "ddp", case, run_dir, summary, precision, time.perf_counter() - tick,
                        {"strategy": summary.get("strategy")}))
-    tick = time.perf_counter()
-    straight, split = ctx.work_dir / "bf16", ctx.work_dir / "bf16_split"
-    bf16 = [*common, "engine.precision=bf16"]
-    for overrides in ([f"trainer.max_steps={EVERY}"], ["trainer.resume=true"]):
-        done, summary = train(ctx, split, [*bf16, *overrides], one_rank_env())
-        if done.returncode != 0:
-            emit(judged("ddp", "1-rank bf16 resume", {"runs exit 0": False}, failure(done)))
-            return
-    a = ckpt.load_checkpoint(ckpt.checkpoint_path(straight, STEPS))
-    b = ckpt.load_checkpoint(ckpt.checkpoint_path(split, STEPS))
-    difference = max(float((a["model"][k].double() - b["model"][k].double()).abs().max())
-                     for k in a["model"])
-    emit(judged("ddp", "1-rank bf16 resume", {
-        "resumed at the checkpoint": summary.get("start_step") == EVERY,
-        "same weights as the uninterrupted run": difference <= RESUME_TOLERANCE,
-        "same EMA updates": a["ema"]["updates"] == b["ema"]["updates"],
-        "same schedule": a["scheduler"] == b["scheduler"],
-    }, {"max_param_difference": difference, "tolerance": RESUME_TOLERANCE},
-        time.perf_counter() - tick))
+    split, bf16 = ctx.work_dir / "bf16_split", [*common, "engine.precision=bf16"]
+    emit(resume_row("ddp", "1-rank bf16 resume", ctx.work_dir / "bf16", split, STEPS, EVERY,
+                    lambda more: train(ctx, split, [*bf16, *more], one_rank_env())[0],
+                    time.perf_counter()))
 
 
 def dali_run(ctx, emit) -> None:

@@ -176,3 +176,11 @@ def test_a_real_check_in_its_cpu_form_passes_twice_into_the_same_out(tmp_path):
         assert code == EXIT_PASSED, report["rows"]
         assert statuses(report) == {("trainer", "single bf16 ema+val+best"): PASSED,
                                     ("trainer", "single fp16 ema+val+best"): NOT_RUN}
+
+
+def test_a_broken_precondition_is_a_failed_row_and_the_next_check_runs(tmp_path):
+    code, report = run(tmp_path, probe("passes", ("passes",), unless="mmdist.no_such_module:f"),
+                       probe("passes", ("passes",)))
+    assert [r["status"] for r in report["rows"]] == [FAILED, PASSED]
+    assert "No module named 'mmdist.no_such_module'" in report["rows"][0]["detail"]["why"]
+    assert code == EXIT_FAILED
