@@ -95,11 +95,10 @@ CHECKS: tuple[Check, ...] = (
     Check("compile", "mmdist.gpucheck.trainer_runs:compiled_run", 30, ("trainer --compile",),
           unless="mmdist.gpucheck.trainer_runs:compile_unsupported"),
     Check("2 gpus", "mmdist.gpucheck.two_gpus:ddp_gradients", 60,
-          ("ddp gradients = 1 process",), gpus=2, cpu_form=False),
+          ("ddp gradients = 1 process",), gpus=2),
     Check("2 gpus", "mmdist.gpucheck.two_gpus:rng_resume", 90, ("per-rank RNG resume",),
-          gpus=2, cpu_form=False),
-    Check("2 gpus", "mmdist.gpucheck.two_gpus:nccl_watchdog", 90, ("NCCL watchdog",), gpus=2,
-          cpu_form=False),
+          gpus=2),
+    Check("2 gpus", "mmdist.gpucheck.two_gpus:nccl_watchdog", 90, ("NCCL watchdog",), gpus=2),
 )
 """In the order they run. 'compile' runs only when the trainer has a compile setting (today it
 has none: ``bench step --compile`` is the only compiled path)."""

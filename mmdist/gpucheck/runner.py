@@ -152,9 +152,23 @@ def adopt_orphans() -> None:
         pass
 
 
-def end_leftovers() -> list[int]:
-    """SIGKILL and reap whatever a finished check left running below this process; the pids."""
-    leftovers = descendants(os.getpid()) if Path("/proc").is_dir() else []
+def end_leftovers(grace_s: float = 3.0) -> list[int]:
+    """SIGKILL and reap whatever a finished check left running below this process (after
+    ``grace_s`` for helpers that end by themselves, such as multiprocessing's resource tracker);
+    the pids it had to kill."""
+    if not Path("/proc").is_dir():
+        return []
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:  # reap adopted processes that ended
+                pass
+        except ChildProcessError:  # no children at all
+            pass
+        leftovers = descendants(os.getpid())
+        if not leftovers or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGKILL)

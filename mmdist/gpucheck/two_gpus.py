@@ -1,6 +1,7 @@
 """Checks that need two GPUs (one NCCL rank each): DDP gradients against one process, a two-rank
 resume with each rank's own random states, and the progress watchdog naming a killed rank.
-On a machine with fewer GPUs they read "needs 2 GPUs"."""
+On a machine with fewer GPUs they read "needs 2 GPUs"; ``--device cpu`` runs them as two gloo
+ranks."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _shard(batch, rank: int):
     return StepBatch(**{k: (v[rows] if torch.is_tensor(v) else v) for k, v in vars(batch).items()})
 
 
-def _rank(rank: int, port: int, out: str) -> None:
+def _rank(rank: int, port: int, out: str, device: str) -> None:
     from mmdist.config import EngineConfig, LossConfig
     from mmdist.engine.ddp import DDPStrategy
     from mmdist.engine.distributed import RankInfo
@@ -42,7 +43,7 @@ def _rank(rank: int, port: int, out: str) -> None:
 
     strict_fp32()
     info = RankInfo(rank, 2, rank, "127.0.0.1", port, "gpucheck", 2)
-    strategy = DDPStrategy(EngineConfig(strategy="ddp", device="cuda", collective_timeout_s=60),
+    strategy = DDPStrategy(EngineConfig(strategy="ddp", device=device, collective_timeout_s=60),
                            info=info)
     try:
         model = _model("detached")
@@ -68,7 +69,7 @@ def ddp_gradients(ctx, emit) -> None:
     from mmdist.engine.distributed import free_port
 
     tick = time.perf_counter()
-    mp.spawn(_rank, args=(free_port(), str(ctx.work_dir)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), str(ctx.work_dir), ctx.device), nprocs=2, join=True)
     model = _model("detached")
     _, truth = step_gradients(copy.deepcopy(model).double(),
                               random_batch(2 * PER_RANK, SIZE, torch.float64), torch.device("cpu"))
@@ -86,7 +87,7 @@ def ddp_gradients(ctx, emit) -> None:
 def _torchrun(ctx, run_dir, *overrides: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "mmdist.train", "--config", str(TINY), f"output_dir={run_dir}",
-               "engine.device=cuda", "engine.strategy=ddp", "trainer.image_log_every=0",
+               f"engine.device={ctx.device}", "engine.strategy=ddp", "trainer.image_log_every=0",
                "trainer.checkpoint_every=3", "model.dropout=0.25", "model.ema_decay=0.9",
                "trainer.deterministic=true", *overrides]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=ctx.timeout_s)
@@ -127,7 +128,7 @@ def nccl_watchdog(ctx, emit) -> None:
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         ranks.append(subprocess.Popen(
             [sys.executable, "-m", "mmdist.train", "--config", str(TINY), f"output_dir={run_dir}",
-             "engine.device=cuda", "engine.strategy=ddp", "trainer.max_steps=100000",
+             f"engine.device={ctx.device}", "engine.strategy=ddp", "trainer.max_steps=100000",
              "trainer.checkpoint_every=2", "trainer.image_log_every=0",
              f"engine.collective_timeout_s={timeout_s}"], cwd=REPO, env=env,
             stdout=logs[rank].open("w"), stderr=subprocess.STDOUT))
