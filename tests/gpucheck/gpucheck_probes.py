@@ -25,6 +25,13 @@ def crashes(ctx, emit) -> None:
     os.abort()
 
 
+def killed(ctx, emit) -> None:
+    """Dies of SIGKILL, as under the out-of-memory killer."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def hangs(ctx, emit) -> None:
     """Notes which rows gpucheck.json already holds, reports one case, then hangs."""
     report = json.loads((Path(ctx.out) / "gpucheck.json").read_text())

@@ -17,6 +17,7 @@ from mmdist.gpucheck.__main__ import main
 from mmdist.gpucheck.registry import CHECKS, ONE_GPU_BUDGET_S, Check
 from mmdist.gpucheck.report import (EXIT_FAILED, EXIT_NOTHING_VERIFIED, EXIT_PASSED, FAILED,
                                     NOT_RUN, PASSED, exit_status, judged)
+from mmdist.gpucheck.runner import why_not_run
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -99,6 +100,21 @@ def test_a_check_leaves_no_process_behind_not_even_one_in_its_own_session(tmp_pa
                                 ("leaves", "case"): PASSED}
     assert worker_ended(tmp_path / "work" / "hangs_with_a_worker")
     assert worker_ended(tmp_path / "work" / "leaves_a_worker")
+
+
+def test_a_process_killed_like_by_the_oom_killer_is_a_failed_row_saying_so(tmp_path):
+    code, report = run(tmp_path, probe("killed", ("case",)), probe("passes", ("passes",)))
+    rows = report["rows"]
+    assert [r["status"] for r in rows] == [FAILED, PASSED]
+    assert "SIGKILL (the out-of-memory killer sends SIGKILL)" in rows[0]["detail"]["why"]
+    assert code == EXIT_FAILED
+
+
+def test_two_gpu_rows_say_needs_2_gpus_on_a_one_gpu_machine():
+    two = [c for c in CHECKS if c.gpus == 2]
+    assert len(two) == 3
+    assert {why_not_run(c, "cuda", 1) for c in two} == {"needs 2 GPUs"}
+    assert {why_not_run(c, "cuda", 0) for c in two} == {"no CUDA device visible"}
 
 
 def test_an_mmdist_import_error_is_failed_not_not_installed(tmp_path):
