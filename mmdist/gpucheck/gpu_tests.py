@@ -6,7 +6,7 @@ text (tests/gpucheck itself excluded: its gpu tests run these very checks), coll
 ``--continue-on-collection-errors``, and read back from pytest's JUnit XML: a file that fails to
 import for want of a third-party module is "not collected" (named in the row); one that fails
 on an mmdist import, a test that fails or errors, makes the row FAILED; a row whose tests all
-skipped is "not run", with the skip reasons (a one-GPU machine skips the two-GPU test).
+skipped is "not run", with the skip reasons.
 """
 
 from __future__ import annotations
@@ -71,10 +71,12 @@ def verdict(found: dict, seconds: float = 0.0) -> Row:
 
 
 def pytest_command(files: list[Path], xml: Path) -> list[str]:
-    """pytest on ``files`` only, gpu-marked tests only, a collection error in one file not
+    """pytest on ``files`` only, gpu-marked tests that are not slow (the one slow gpu test, the
+    two-rank NCCL watchdog, is the '2 gpus' row's own check), a collection error in one file not
     stopping the others; addopts off (--strict-markers would make the timeout marks errors where
     pytest-timeout is not installed)."""
-    return [sys.executable, "-m", "pytest", *map(str, files), "-m", "gpu", "-q", "-o", "addopts=",
+    return [sys.executable, "-m", "pytest", *map(str, files), "-m", "gpu and not slow", "-q",
+            "-o", "addopts=",
             "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--junitxml={xml}"]
 
 
