@@ -15,7 +15,8 @@ from mmdist.gpucheck.runner import adopt_orphans, fresh_folder, run_check, why_n
 
 
 def environment() -> dict:
-    """Python, torch, CUDA and the GPUs, read without creating a CUDA context."""
+    """Python, torch, CUDA and the GPUs (names and compute capability only: no tensor is made
+    on a GPU in this process; the checks run in children)."""
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__,
