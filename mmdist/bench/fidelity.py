@@ -40,7 +40,27 @@ ARMS = {
     "unet": ["model.variant=unet"],
     "enc_ssl": ["model.variant=enc_ssl"],
 }
+PAPER_ARMS = list(ARMS)
+"""What a run without --arms trains: the paper's arms above."""
 REFERENCE = "multimix detached"
+_MULTIMIX = ARMS[REFERENCE]
+# Beyond the paper (issue 17): each addition alone on the reference arm, the segmentation-only
+# baselines with the same masks and unlabeled images, and one arm with every addition.
+ARMS.update({
+    "multimix w2s": [*_MULTIMIX, "losses.seg_unlabeled=w2s"],
+    "multimix w2s fp": [*_MULTIMIX, "losses.seg_unlabeled=w2s", "losses.w2s_feature_dropout=0.5"],
+    "multimix appearance": [*_MULTIMIX, "data.augment.seg_appearance=true"],
+    "multimix freematch": [*_MULTIMIX, "losses.threshold=freematch"],
+    "multimix softmatch": [*_MULTIMIX, "losses.threshold=softmatch"],
+    "multimix dist_align": [*_MULTIMIX, "losses.dist_align=true"],
+    "multimix all": [*_MULTIMIX, "losses.seg_unlabeled=w2s", "losses.w2s_feature_dropout=0.5",
+                     "data.augment.seg_appearance=true", "losses.threshold=freematch",
+                     "losses.dist_align=true"],
+    "unet appearance": ["model.variant=unet", "data.augment.seg_appearance=true"],
+    "unet_w2s": ["model.variant=unet_w2s", "losses.w2s_feature_dropout=0.5"],
+    "unet_w2s appearance": ["model.variant=unet_w2s", "losses.w2s_feature_dropout=0.5",
+                            "data.augment.seg_appearance=true"],
+})
 METRICS = (("segmentation", "dice", "Shenzhen Dice"), ("montgomery", "dice", "Montgomery Dice"),
            ("classification", "acc", "Kermany acc"), ("classification", "auc", "Kermany AUC"))
 WEIGHTS = ("raw", "ema", "selected")
@@ -52,7 +72,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/fidelity")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[150, 300, 600])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", default=PAPER_ARMS, choices=list(ARMS),
+                        help="default: the paper's arms; the others (w2s, appearance, threshold "
+                             "schedules, distribution alignment, unet_w2s) on request")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--val-every", type=int, default=50,
                         help="validation (and checkpoint) period; budgets must be multiples")
