@@ -83,7 +83,8 @@ class PseudoLabeler:
         if self.dist_align:
             counts = torch.bincount(labeled_targets, minlength=k).float() if labeled_targets \
                 is not None else torch.zeros(k, device=probs.device)
-            n, prob_sum, count_sum = _summed(probs.shape[0], probs.sum(0), counts + 1.0)
+            n, prob_sum, count_sum = _summed(probs.shape[0], probs.sum(0), counts)
+            count_sum = count_sum + 1.0  # smoothed once, after the sum over ranks
             batch_model, batch_target = prob_sum / n, count_sum / count_sum.sum()
             first = bool(self.updates == 0)
             self.da_model = batch_model if first else m * self.da_model + (1 - m) * batch_model
