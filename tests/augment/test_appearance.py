@@ -20,21 +20,25 @@ from mmdist.data.streams import SEG_LABELED, SEG_UNLABELED
 SIZE = 32
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
 @pipeline_def
-def _appearance_pipeline(feed):
+def _appearance_pipeline(feed, device: str):
     count = 1 + dali_ops.APPEARANCE_INPUTS
     layouts = ["HWC"] + [""] * (count - 2) + ["HWC"]
     inputs = list(fn.external_source(source=feed, num_outputs=count, batch=True, layout=layouts))
     image = inputs.pop(0)
-    return dali_ops.appearance(image, inputs, "cpu")
+    return dali_ops.appearance(image.gpu() if device == "gpu" else image, inputs, device)
 
 
-def dali_appearance(images: torch.Tensor, draws: AppearanceDraws) -> np.ndarray:
+def dali_appearance(images: torch.Tensor, draws: AppearanceDraws, device: str = "cpu") -> np.ndarray:
     inputs = [images.numpy().transpose(0, 2, 3, 1)] + dali_ops.appearance_arguments(draws)
-    pipe = _appearance_pipeline(lambda: inputs, batch_size=images.shape[0], num_threads=1,
-                                device_id=None)
+    pipe = _appearance_pipeline(lambda: inputs, device, batch_size=images.shape[0], num_threads=1,
+                                device_id=0 if device == "gpu" else None)
     pipe.build()
-    return pipe.run()[0].as_array()[..., 0]
+    out = pipe.run()[0]
+    return (out.as_cpu() if device == "gpu" else out).as_array()[..., 0]
 
 
 def textured_batch(count: int) -> torch.Tensor:
@@ -66,6 +70,16 @@ def test_torch_and_dali_make_the_same_pixels(name):
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (name, diff.max(), (diff > 0).mean())
     if name != "all":  # every op at these values changes the image
         assert not np.array_equal(expected[1], images[1, 0].numpy()), name
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_dali_gpu_operators_make_the_torch_pixels():
+    images = textured_batch(6)
+    draws = draw_appearance(torch.Generator().manual_seed(5), 6, SIZE, p=1.0)
+    expected = appearance_uint8(images, draws)[:, 0].numpy()
+    diff = np.abs(dali_appearance(images, draws, "gpu").astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def _rebuilt(draws: AppearanceDraws) -> AppearanceDraws:
