@@ -40,6 +40,7 @@ from mmdist.engine.strategies import build_strategy
 from mmdist.engine.sync_points import FiniteLossWatch, StopAgreement
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
+from mmdist.losses import build_pseudo_labeler
 from mmdist.model import VARIANTS, build_model
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -100,6 +101,7 @@ class Trainer:
         self.optimizer = strategy.optimizer
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
+        self.pseudo_labeler = build_pseudo_labeler(config.losses)  # threshold/alignment state
 
     def _restore(self) -> int:
         """Resume (mmdist.engine.resume): the strategy's state, then the trainer's own."""
@@ -114,6 +116,8 @@ class Trainer:
             self.ema.restore(state.get("ema"), self.strategy.unwrap())
         if self.best is not None:
             self.best.restore(state.get("selection"))
+        if "threshold" in state:  # the classifier's pseudo-label schedule (mmdist.losses.pseudo_label)
+            self.pseudo_labeler.load_state_dict(state["threshold"])
         return step
 
     def save(self, step: int) -> None:
@@ -127,6 +131,7 @@ class Trainer:
             extra["ema"] = self.ema.state_dict()
         if self.best is not None:
             extra["selection"] = self.best.record()
+        extra["threshold"] = self.pseudo_labeler.state_dict()  # the same on every rank (summed stats)
         self.strategy.save_checkpoint(self.run_dir, step, extra,
                                       keep=self.config.trainer.keep_checkpoints)
 
@@ -206,7 +211,7 @@ class Trainer:
                                  channels_last=config.engine.channels_last).as_model_input()
                 with autocast(strategy.device, strategy.precision):
                     loss, terms = training_losses(self.model, batch, self.spec, config.losses,
-                                                  step)
+                                                  step, self.pseudo_labeler)
                 self.finite.add(loss, step)  # no host sync: read at the loop's sync points
                 if strategy.backward_step(loss):
                     # A step the fp16 GradScaler skipped advances neither schedule nor EMA.
