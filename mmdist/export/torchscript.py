@@ -26,6 +26,9 @@ def _trace(module: torch.nn.Module, example) -> torch.jit.ScriptModule:
         # torch.jit.trace is deprecated in favour of torch.export, which cannot hold an
         # autograd.grad call (the reason for TorchScript here).
         warnings.simplefilter("ignore", FutureWarning)
+        # group_norm's check that a group holds more than one value is recorded as a constant
+        # (it raises, it computes nothing): harmless at any batch size.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.trace(module, example, check_trace=False)
 
 
