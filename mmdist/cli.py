@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="one of the commands below")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
     args = parser.parse_args(argv)
+    from mmdist.runtime_check import build_mismatches
+
+    for line in build_mismatches():  # before any device is chosen: see mmdist.runtime_check
+        print(f"mmdist: {line}", file=sys.stderr)
     module = importlib.import_module(COMMANDS[args.command][0])
     status = module.main(args.args)
     return int(status or 0)
