@@ -78,6 +78,65 @@ def test_a_stop_signal_checkpoints_exits_3_and_the_resume_completes(tmp_path, si
     assert logged_steps(run) == list(range(1, total + 1))  # every step logged, once
 
 
+def raw_events(run_dir: Path) -> list[list[tuple[str, int]]]:
+    """Per event file (oldest first), what is on disk in write order: ('train/total', step) for
+    each logged loss and ('START', step) for a session start, the mark TensorBoard purges by."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    files = []
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        found = []
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                found.append(("START", event.step))
+            found += [(v.tag, event.step) for v in event.summary.value if v.tag == "train/total"]
+        files.append(found)
+    return files
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_run_resumes_and_tensorboard_purges_the_steps_it_replays(tmp_path):
+    """A run killed outright (no checkpoint at the kill) logged steps past its newest
+    checkpoint; the resumed run replays them and marks its event file so TensorBoard drops the
+    dead run's copies: each step is shown once, with the resumed run's value."""
+    run, total, every = tmp_path / "run", 200, 30
+    args = [sys.executable, "-m", "mmdist.train", "--config", str(TINY), f"output_dir={run}",
+            f"trainer.max_steps={total}", f"trainer.checkpoint_every={every}", *QUIET]
+    process = subprocess.Popen(args, cwd=REPO, env=clean_env(tmp_path), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until the disk holds a logged step past a checkpoint
+            assert time.monotonic() < deadline and process.poll() is None
+            saved = [s for s, _ in ckpt.list_checkpoints(run)]
+            if saved and (run / "tb").is_dir():
+                logged = [step for _, step in sum(raw_events(run), [])]
+                if logged and max(logged) > saved[-1] + 2:
+                    break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (dead,) = raw_events(run)
+    restart = ckpt.list_checkpoints(run)[-1][0]
+    replayed = sorted({step for _, step in dead if step > restart})
+    assert replayed and replayed[-1] < total  # the kill left steps that the resume redoes
+
+    resumed = train(tmp_path, f"output_dir={run}", f"trainer.max_steps={total}",
+                    f"trainer.checkpoint_every={every}", "trainer.resume=true", *QUIET)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, new = raw_events(run)
+    # The resumed file starts with the purge mark at the first step it logs ...
+    assert new[0] == ("START", restart + 1)
+    assert [step for tag, step in new if tag == "train/total"] == list(range(restart + 1, total + 1))
+    # ... so a reader that applies it (TensorBoard does) sees each step once.
+    assert logged_steps(run) == list(range(1, total + 1))
+
+
 @pytest.mark.parametrize("overrides, needle", [
     (["data.classification.kind=kermany", "data.classification.path={tmp}/no-such-folder"],
      "kermany: dataset path {tmp}/no-such-folder does not exist"),

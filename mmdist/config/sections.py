@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from mmdist.config.errors import ConfigError, check
+from mmdist.config.loss_section import LossConfig  # noqa: F401  (re-exported: its own module)
 from mmdist.config.sources import SourceConfig, SyntheticDomainConfig, UnlabeledSourceConfig
 
 SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
@@ -130,12 +131,19 @@ class AugmentConfig:
     """Reflect padding of the weak random crop, as a fraction of the image size."""
     threads: int = 2
     """CPU threads of the DALI pipeline (backend 'dali'); the torch backend uses data.workers."""
+    seg_appearance: bool = False
+    """Appearance (intensity) augmentation of the segmentation streams after their weak view:
+    gamma, brightness, contrast, blur, a random shallow convolution (GIN) and noise, each with
+    probability appearance_p (mmdist.augment.policy.APPEARANCE); masks keep the geometry only."""
+    appearance_p: float = 0.5
+    """Probability of each appearance op (data.augment.seg_appearance)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.strong_ops <= 14, "strong_ops", "must be in [1, 14]")
         check(self.threads >= 1, "data.augment.threads", "must be >= 1")
         check(1 <= self.strong_magnitude <= 10, "strong_magnitude", "must be in [1, 10]")
         check(0 <= self.pad_fraction <= 0.5, "pad_fraction", "must be in [0, 0.5]")
+        check(0 <= self.appearance_p <= 1, "data.augment.appearance_p", "must be in [0, 1]")
 
 
 @dataclass
@@ -176,32 +184,6 @@ class DataConfig:
         check(self.workers >= 0, "data.workers", "must be >= 0")
         check(self.unlabeled is None or self.classification is not None, "data.unlabeled",
               "needs data.classification (the pool feeds the classifier's unlabeled streams)")
-
-
-@dataclass
-class LossConfig:
-    tau: float = 0.7
-    """FixMatch confidence threshold for pseudo-labels."""
-    lambda_u: float = 0.25
-    """Weight of the FixMatch unlabeled loss."""
-    lambda_d: float = 5.0
-    """Weight of the Dice loss."""
-    lambda_kl: float = 0.01
-    """Weight of the segmentation consistency KL (labeled vs unlabeled predictions)."""
-    kl: Literal["bernoulli", "reference"] = "bernoulli"
-    """'bernoulli' is a real per-pixel foreground/background KL; 'reference' reproduces the authors'
-    softmax over one channel, which is identically zero (kept only to reproduce their numbers)."""
-    mixmatch_temperature: float = 0.5
-    mixmatch_alpha: float = 0.75
-    mixmatch_lambda_u: float = 75.0
-    mixmatch_rampup_steps: int = 1000
-
-    def __post_init__(self) -> None:
-        check(0.0 <= self.tau <= 1.0, "losses.tau", "must be in [0, 1]")
-        for name in ("lambda_u", "lambda_d", "lambda_kl", "mixmatch_lambda_u"):
-            check(getattr(self, name) >= 0, f"losses.{name}", "must be >= 0")
-        check(self.mixmatch_temperature > 0, "losses.mixmatch_temperature", "must be > 0")
-        check(self.mixmatch_alpha > 0, "losses.mixmatch_alpha", "must be > 0")
 
 
 @dataclass

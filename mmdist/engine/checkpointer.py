@@ -11,14 +11,16 @@ line where the object is made::
 
 Restore goes in registration order (a part may rely on the ones before it, e.g. the RNG part on
 the resumed step); a checkpoint without a part's entry is an error naming the key, unless the
-part was registered ``optional=True``: then it gets ``load_state_dict(None)`` and starts fresh.
+part was registered ``optional=True``: then it keeps the state it was made with, or runs
+``if_missing()`` when given (the EMA restarts from the resumed weights).
 A part registered ``saved_only=True`` is written but never loaded back (the config, which is
 checked against the run instead; DeepSpeed's model, which its shards restore).
 
 A training run's parts (``run_checkpointer``): config, model, optimizer, scaler, skipped_steps
-(the strategy's own, ``Strategy.checkpoint_parts``), scheduler, ema, selection, rng_per_rank. How the files are
-written is the strategy's only business (``write_checkpoint``: one torch.save on rank 0, or
-DeepSpeed's shards beside it; ``restore_files`` reads the shards back).
+(the strategy's own, ``Strategy.checkpoint_parts``), scheduler, ema, selection, rng_per_rank;
+the trainer adds the pseudo-label threshold state. How the files are written is the strategy's
+only business (``write_checkpoint``: one torch.save on rank 0, or DeepSpeed's shards beside it;
+``restore_files`` reads the shards back).
 
 Nothing non-finite is written: before any checkpoint or best.pt, the weights (and the EMA's) are
 checked on their device with one host read (``assert_finite``); fp32 and bf16 overflow gives a
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -56,6 +58,7 @@ class _Entry:
     part: Any
     optional: bool
     saved_only: bool
+    if_missing: Optional[Callable[[], None]]
 
 
 def assert_finite(modules: dict[str, torch.nn.Module], step: int) -> None:
@@ -88,11 +91,13 @@ class Checkpointer:
         self.parts: dict[str, _Entry] = {}
         self.step, self.loading = 0, None
 
-    def register(self, name: str, part, optional: bool = False, saved_only: bool = False) -> None:
+    def register(self, name: str, part, optional: bool = False, saved_only: bool = False,
+                 if_missing: Optional[Callable[[], None]] = None) -> None:
         """Add ``part`` (state_dict/load_state_dict) under ``name`` to every checkpoint."""
         if name in self.parts or name in ("step", "format"):
             raise ValueError(f"checkpoint part {name!r} is registered already")
-        self.parts[name] = _Entry(part, optional, saved_only)
+        self.parts[name] = _Entry(part, optional or if_missing is not None, saved_only,
+                                  if_missing)
 
     def state_dict(self) -> dict:
         """Every part's state (collective parts, e.g. the RNG gather, run on every rank)."""
@@ -114,7 +119,8 @@ class Checkpointer:
             if name not in state or state[name] is None:
                 if not entry.optional:
                     raise ckpt.CheckpointError(f"{path}: the checkpoint has no {name!r} entry")
-                entry.part.load_state_dict(None)
+                if entry.if_missing is not None:
+                    entry.if_missing()
                 continue
             entry.part.load_state_dict(state[name])
         self.loading = None
@@ -140,10 +146,11 @@ def run_checkpointer(run_dir, config, strategy, scheduler, ema=None, best=None) 
         parts.register(name, part, **options)
     parts.register("scheduler", scheduler)
     if ema is not None:  # a checkpoint of a run without the average: it restarts from the weights
-        parts.register("ema", StateFns(ema.state_dict, lambda s: ema.restore(s, strategy.unwrap())),
-                       optional=True)
+        parts.register("ema", ema, if_missing=lambda: ema.restore(None, strategy.unwrap()))
     if best is not None:
-        parts.register("selection", StateFns(best.record, best.restore), optional=True)
+        # Without a record in the checkpoint, best.pt's own on disk still counts.
+        parts.register("selection", StateFns(best.record, best.restore),
+                       if_missing=lambda: best.restore(None))
 
     def load_rng(states) -> None:  # after the step is known; older files kept 'rng'
         saved = parts.loading if states is None else {"rng_per_rank": states}
@@ -151,5 +158,6 @@ def run_checkpointer(run_dir, config, strategy, scheduler, ema=None, best=None) 
                              device)
 
     parts.register("rng_per_rank", StateFns(
-        lambda: strategy.all_gather_object(rng.capture(device)), load_rng), optional=True)
+        lambda: strategy.all_gather_object(rng.capture(device)), load_rng),
+        if_missing=lambda: load_rng(None))
     return parts

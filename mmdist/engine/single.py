@@ -150,7 +150,7 @@ class Strategy:
         self._last_scale = None
 
     def _load_skipped(self, count) -> None:
-        self.skipped_steps = int(count or 0)
+        self.skipped_steps = int(count)
 
     def write_checkpoint(self, run_dir, step: int, state: dict, keep: int) -> None:
         """Rank 0 writes ``state`` in one torch.save, atomically; the others wait."""

@@ -43,6 +43,7 @@ from mmdist.engine.strategies import build_strategy
 from mmdist.engine.sync_points import FiniteLossWatch, SkippedSteps, StopAgreement
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
+from mmdist.losses import build_pseudo_labeler
 from mmdist.model import VARIANTS, build_model
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -114,6 +115,7 @@ class Trainer:
         self.optimizer = strategy.optimizer
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
+        self.pseudo_labeler = build_pseudo_labeler(config.losses)  # threshold/alignment state
 
     def _restore(self) -> int:
         """Resume (mmdist.engine.resume) every part, after checking that the checkpoint was
@@ -155,6 +157,9 @@ class Trainer:
         self._build()
         self.checkpointer = run_checkpointer(self.run_dir, config, strategy, self.scheduler,
                                              self.ema, self.best)
+        # The classifier's pseudo-label schedule (mmdist.losses.pseudo_label); the same on every
+        # rank (summed statistics). Older checkpoints lack it: it then starts fresh.
+        self.checkpointer.register("threshold", self.pseudo_labeler, optional=True)
         start = self._restore()
         if strategy.is_main:  # after the checks of resume: a refused run leaves the folder as is
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +222,7 @@ class Trainer:
                                  channels_last=config.engine.channels_last).as_model_input()
                 with autocast(strategy.device, strategy.precision):
                     loss, terms = training_losses(self.model, batch, self.spec, config.losses,
-                                                  step)
+                                                  step, self.pseudo_labeler)
                 if strategy.backward_step(loss):
                     self.finite.add(loss, step)  # no host sync: read at the loop's sync points
                     self.skips.taken()

@@ -1,12 +1,15 @@
 """Look at single X-rays: class probabilities, a lung mask and a saliency map per image.
 
-    python -m mmdist.predict CHECKPOINT IMAGE... [--out DIR] [--device cpu|cuda]
+    python -m mmdist.predict MODEL IMAGE... [--out DIR] [--device auto|cpu|cuda]
                              [--weights auto|ema|raw]
 
-Images may be PNG, JPEG (anything Pillow reads) or DICOM. Each is decoded to 8-bit grayscale,
-resized to the checkpoint's training size, run through the network (the checkpoint's EMA weights
-when it has them, unless --weights raw), and the mask and saliency are resized back to the file's
-own size. stdout gets one JSON line per image:
+MODEL is a run directory (its best.pt when it kept one, else its latest checkpoint, as evaluate
+picks), a checkpoint file, or a file written by ``python -m mmdist.export`` (TorchScript or ONNX;
+its weights were chosen at export, so --weights does not apply). Images may be PNG, JPEG
+(anything Pillow reads) or DICOM. Each is decoded to 8-bit grayscale, resized to the model's
+training size, run through the network (a checkpoint's EMA weights when it has them, unless
+--weights raw), and the mask and saliency are resized back to the file's own size. stdout gets one
+JSON line per image:
 {"image", "probabilities": {"normal", "pneumonia"}, "predicted", "lung_fraction", "mask",
 "saliency"} (keys the model cannot fill are left out: no mask without a decoder, no probabilities
 or saliency without a classifier). DIR receives <name>_mask.png (0/255) and <name>_saliency.png
@@ -17,11 +20,12 @@ on stderr with its name; the others are still predicted, and the exit status is 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import matplotlib
 import numpy as np
@@ -32,10 +36,10 @@ from PIL import Image
 from mmdist.config import ConfigError
 from mmdist.data.imageset import CLASS_NAMES
 from mmdist.data.imaging import CorruptImage, decode_gray, resize_gray
-from mmdist.data.streams import to_model_input
 from mmdist.engine.devices import resolve_device
-from mmdist.evaluation.loading import load_model
-from mmdist.model.saliency import input_saliency
+from mmdist.evaluation.loading import default_checkpoint, load_model
+from mmdist.export.graph import eager_outputs
+from mmdist.export.runtime import ExportedModel, export_format
 
 
 @dataclass
@@ -48,31 +52,41 @@ class Prediction:
     """(H, W) float32 >= 0 at the input's own size; None without a classifier."""
 
 
-@torch.no_grad()
-def predict_gray(model, gray: np.ndarray, image_size: int, device="cpu") -> Prediction:
-    """Run the network on one (H, W) uint8 grayscale image (any size)."""
+def predict_gray(network, gray: np.ndarray, image_size: int) -> Prediction:
+    """Run ``network`` on one (H, W) uint8 grayscale image (any size). network: uint8
+    (N, 1, S, S) -> {'probabilities', 'mask', 'saliency'} as mmdist.export.graph.OUTPUTS (an
+    ExportedModel, or eager_outputs bound to a model)."""
     height, width = gray.shape
-    x = to_model_input(torch.from_numpy(np.array(resize_gray(gray, image_size)))[None, None]).to(device)
-    logits = seg_logits = saliency = None
-    if model.decoder is not None:
-        out = model(seg_images=x)
-        seg_logits, logits, saliency = out.seg_logits, out.seg_cls_logits, out.saliency
-    elif model.classifier is not None:
-        logits = model(cls_images=x).cls_logits
-    if model.classifier is not None and saliency is None:
-        # Variants without the bridge: the same map the bridge would feed the decoder.
-        _, logits, saliency = input_saliency(x, model.encode, "detached")
+    x = torch.from_numpy(np.array(resize_gray(gray, image_size)))[None, None]
+    out = network(x)
 
     def to_input_size(t: torch.Tensor) -> np.ndarray:
-        return F.interpolate(t.float(), size=(height, width), mode="bilinear",
-                             align_corners=False)[0, 0].cpu().numpy()
+        return F.interpolate(t.float().cpu(), size=(height, width), mode="bilinear",
+                             align_corners=False)[0, 0].numpy()
 
+    probabilities, mask, saliency = (out.get(name) for name in ("probabilities", "mask", "saliency"))
     return Prediction(
-        probabilities=torch.softmax(logits.float(), 1)[0].cpu().numpy() if logits is not None else None,
+        probabilities=probabilities[0].float().cpu().numpy() if probabilities is not None else None,
         # Threshold the upsampled logits (not an upsampled 0/1 mask): smooth edges at full size.
-        mask=to_input_size(seg_logits) > 0 if seg_logits is not None else None,
+        # The eps keeps saturated probabilities finite (far from the threshold either way).
+        mask=to_input_size(torch.logit(mask, eps=1e-6)) > 0 if mask is not None else None,
         saliency=np.maximum(to_input_size(saliency), 0) if saliency is not None else None,
     )
+
+
+def load_network(source: str | Path, device, weights: str = "auto") -> tuple[Callable, int]:
+    """(network for predict_gray, its training size) from a run directory, a checkpoint file or
+    an exported file. Raises FileNotFoundError, RuntimeError or ConfigError with the path."""
+    source = Path(source)
+    if export_format(source) is not None:
+        if weights != "auto":
+            raise RuntimeError(f"{source}: an exported file keeps the weights chosen at export "
+                               f"(--weights {weights} applies to checkpoints only)")
+        exported = ExportedModel(source, device)
+        return exported, int(exported.metadata["image_size"])
+    checkpoint = default_checkpoint(source) if source.is_dir() else source
+    model, config, _ = load_model(checkpoint, device, weights)
+    return functools.partial(eager_outputs, model), config.data.image_size
 
 
 def saliency_rgb(saliency: np.ndarray) -> np.ndarray:
@@ -93,7 +107,8 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmdist.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a checkpoint file (RUN_DIR/checkpoints/step_*.pt)")
+    parser.add_argument("model", help="a run directory, a checkpoint file (RUN_DIR/checkpoints/"
+                        "step_*.pt) or a file written by mmdist.export")
     parser.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files")
     parser.add_argument("--out", default="predictions", help="folder for the mask and saliency PNGs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -102,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
-        model, config, _ = load_model(args.checkpoint, device, args.weights)
+        network, image_size = load_network(args.model, device, args.weights)
     except (FileNotFoundError, RuntimeError, ConfigError) as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
@@ -117,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predict: {path}: cannot read the image ({exc})", file=sys.stderr)
             failed += 1
             continue
-        result = predict_gray(model, gray, config.data.image_size, device)
+        result = predict_gray(network, gray, image_size)
         stem = _unique_stem(path, used)
         line: dict = {"image": str(path)}
         if result.probabilities is not None:

@@ -1,4 +1,4 @@
-"""The paper's nine models (Table 2/3) as one table over the same parts.
+"""The paper's nine models (Table 2/3), and baselines beyond it, as one table over the same parts.
 
 Every variant shares the encoder; the flags say which heads exist, how the classifier learns from
 unlabeled images, whether the saliency bridge joins the heads and whether the segmentation
@@ -9,7 +9,7 @@ produce; the losses read the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
                                  SEG_UNLABELED)
@@ -27,8 +27,18 @@ class VariantSpec:
     bridge: bool
     """The saliency bridge is on by default (model.saliency=auto resolves to 'detached')."""
     consistency: bool
-    """The segmentation KL between labeled and unlabeled predictions is on."""
+    """Reads the unlabeled segmentation images and trains on them (losses.seg_unlabeled: the
+    paper's KL between labeled and unlabeled predictions, or weak-to-strong consistency)."""
     description: str
+    seg_unlabeled: Optional[str] = None
+    """The variant's own unlabeled segmentation loss ('w2s'), overriding losses.seg_unlabeled;
+    None follows the config."""
+
+    def unlabeled_seg_loss(self, loss_config) -> Optional[str]:
+        """'kl' or 'w2s' for a variant that trains on unlabeled segmentation images, else None."""
+        if not (self.decoder and self.consistency):
+            return None
+        return self.seg_unlabeled or loss_config.seg_unlabeled
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -52,8 +62,10 @@ class VariantSpec:
         return tuple(names)
 
 
-def _v(name, classifier, decoder, ssl, bridge, consistency, description) -> VariantSpec:
-    return VariantSpec(name, classifier, decoder, ssl, bridge, consistency, description)
+def _v(name, classifier, decoder, ssl, bridge, consistency, description,
+       seg_unlabeled=None) -> VariantSpec:
+    return VariantSpec(name, classifier, decoder, ssl, bridge, consistency, description,
+                       seg_unlabeled)
 
 
 VARIANTS: dict[str, VariantSpec] = {v.name: v for v in (
@@ -67,4 +79,8 @@ VARIANTS: dict[str, VariantSpec] = {v.name: v for v in (
     _v("umtl_ssl_s", True, True, "fixmatch", True, False, "UMTL + SSL + saliency bridge"),
     _v("multimix", True, True, "fixmatch", True, True,
        "MultiMix: UMTL + SSL + saliency bridge + segmentation consistency"),
+    # Beyond the paper: the field's segmentation-only semi-supervised baseline on the same
+    # unlabeled segmentation images (what MultiMix must beat with the same masks).
+    _v("unet_w2s", False, True, "none", False, True,
+       "U-Net + weak-to-strong consistency on the unlabeled segmentation images", "w2s"),
 )}

@@ -13,9 +13,9 @@ from test_schedule import TINY
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_fp16_with_zero_1_or_2_is_refused_naming_the_ways_out(stage):
-    with pytest.raises(ConfigError, match=rf"engine.precision: fp16 with DeepSpeed ZeRO-{stage} .*"
-                                          r"never backs its loss scale off; use "
-                                          r"engine.precision=bf16, ZeRO stage 0 .*engine.strategy=ddp"):
+    with pytest.raises(ConfigError, match=rf"engine.precision: fp16 with DeepSpeed ZeRO-{stage} "
+                                          r".*never backs its loss scale off; use engine\."
+                                          r"precision=bf16, ZeRO stage 0 .*engine.strategy=ddp"):
         load_config(TINY, ["engine.strategy=deepspeed", "engine.precision=fp16",
                            f"engine.deepspeed_config=configs/deepspeed/zero{stage}.json"])
 

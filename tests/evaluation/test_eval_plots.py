@@ -116,3 +116,67 @@ def test_overlay_figure_names_both_outlines_and_titles_each_panel_with_its_dice(
         assert (panel == plots.boundary_overlay(images[i], true[i], pred[i])).all()
     with pytest.raises(ValueError, match="no images"):
         plots.boundary_overlay_figure(images[:0], true[:0], pred[:0])
+
+
+def test_roc_bland_altman_box_and_saliency_figures_show_their_data():
+    """Each figure draws the numbers it is for, checked against hand computations: the ROC
+    curve's area is the Mann-Whitney AUC, the Bland-Altman points and lines are the differences,
+    their mean and the limits of agreement, each box spans its quartiles around its median, and
+    each saliency panel shows its own normalised map under its true class with its probability."""
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 1] * 8)
+    scores = np.clip(labels * 0.3 + rng.uniform(size=16) * 0.7, 0, 1)
+
+    roc = plots.roc_figure({"in": (labels, scores), "one": (np.ones(4), scores[:4])})
+    ax = roc.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    auc = np.mean([(p > n) + 0.5 * (p == n) for p in positive for n in negative])
+    (name,) = [k for k in lines if k.startswith("in ")]
+    assert name == f"in (AUC {auc:.3f})"
+    fpr, tpr = lines[name].get_xdata(), lines[name].get_ydata()
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and (np.diff(fpr) >= 0).all()
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auc)
+    assert len(lines["one (one class: no ROC)"].get_xdata()) == 0
+
+    pred, true = rng.uniform(200, 300, 9), rng.uniform(200, 300, 9)
+    ba = plots.bland_altman_figure(pred, true).axes[0]
+    (points,) = ba.collections
+    assert np.allclose(points.get_offsets(), np.stack([(pred + true) / 2, pred - true], 1))
+    bias, sd = (pred - true).mean(), (pred - true).std(ddof=1)
+    levels = sorted(line.get_ydata()[0] for line in ba.get_lines() if len(line.get_ydata()))
+    assert levels == pytest.approx([bias - 1.96 * sd, bias, bias + 1.96 * sd])
+    assert f"bias {bias:.1f}" in [t.get_text() for t in ba.get_legend().get_texts()]
+
+    dice = {"a": rng.uniform(size=5), "b": rng.uniform(size=8)}
+    box = plots.dice_boxplot_figure(dice).axes[0]
+    assert [t.get_text() for t in box.get_xticklabels()] == ["a", "b"]
+    for i, values in enumerate(dice.values()):
+        # Box i is centred at x = i + 1: its outline spans the quartiles, and the line across
+        # it (as wide as the box; the caps are narrower) sits at the median.
+        centred = [line for line in box.get_lines() if len(line.get_xdata()) and np.isclose(
+            (min(line.get_xdata()) + max(line.get_xdata())) / 2, i + 1)]
+        width = max(np.ptp(line.get_xdata()) for line in centred)
+        across = [line for line in centred if np.isclose(np.ptp(line.get_xdata()), width)]
+        spans = sorted(((min(line.get_ydata()), max(line.get_ydata())) for line in across),
+                       key=lambda span: span[1] - span[0])
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        assert spans == [pytest.approx((median, median)), pytest.approx((q1, q3))], (i, spans)
+
+    images = rng.integers(0, 255, size=(6, 16, 16), dtype=np.uint8)
+    saliency = rng.uniform(size=(6, 16, 16)) * np.arange(1, 7)[:, None, None]
+    classes = np.array([1, 0, 1, 1, 0, 1])
+    probs = np.stack([1 - scores[:6], scores[:6]], 1)
+    figure = plots.saliency_figure(images, saliency, classes, probs, per_class=3)
+    axes = np.array(figure.axes).reshape(2, 3)
+    for row, indices in enumerate(([1, 4], [0, 2, 3])):
+        for col in range(3):
+            ax = axes[row, col]
+            if col >= len(indices):
+                assert not ax.images and ax.get_title() == ""
+                continue
+            i = indices[col]
+            gray, heat = ax.images
+            assert (np.asarray(gray.get_array()) == images[i]).all()
+            assert np.allclose(np.asarray(heat.get_array()), saliency[i] / saliency[i].max())
+            assert ax.get_title() == f"{('normal', 'pneumonia')[row]}: p(pn)={probs[i][1]:.2f}"
