@@ -98,21 +98,71 @@ def test_overlay_figure_names_both_outlines_and_titles_each_panel_with_its_dice(
     # The titles are the metric the per-image results hold, panel by panel.
     computed = plots.segmentation_scores(pred, true)["dice"]
     assert [ax.get_title() for ax in figure.axes] == [f"Dice {d:.3f}" for d in computed]
+    zoom = plots.OVERLAY_PANEL_PX // size  # 32 px images are shown 5x (nearest)
     for i, ax in enumerate(figure.axes):
         (shown,) = ax.images
-        drawn = plots.boundary_overlay(images[i], true[i], pred[i])
+        drawn = np.kron(plots.boundary_overlay(images[i], true[i], pred[i]),
+                        np.ones((zoom, zoom, 1), dtype=np.uint8))
         assert (np.asarray(shown.get_array()) == drawn).all()
-    # Dice given by the caller is what the titles show; a panel is drawn one pixel per pixel.
+    # Dice given by the caller is what the titles show.
     given = plots.boundary_overlay_figure(images[:1], true[:1], pred[:1], dice=np.array([0.25]))
     assert given.axes[0].get_title() == "Dice 0.250"
     path = plots.save_figure(figure, tmp_path / "overlay.png")
+    width = 3 * size * zoom
     with Image.open(path) as png:
-        assert png.size == (max(3 * size, 260), size + 40)
+        assert png.size == (max(width, 260), size * zoom + 40)
         pixels = np.asarray(png.convert("RGB"))
-    # the three panels sit side by side, centred, each exactly as boundary_overlay draws it
-    left = (260 - 3 * size) // 2
+    # the three panels sit side by side, each exactly as boundary_overlay draws it, zoomed
     for i in range(3):
-        panel = pixels[20:20 + size, left + i * size:left + (i + 1) * size]
-        assert (panel == plots.boundary_overlay(images[i], true[i], pred[i])).all()
+        panel = pixels[20:20 + size * zoom, i * size * zoom:(i + 1) * size * zoom]
+        assert (panel[::zoom, ::zoom] == plots.boundary_overlay(images[i], true[i], pred[i])).all()
     with pytest.raises(ValueError, match="no images"):
         plots.boundary_overlay_figure(images[:0], true[:0], pred[:0])
+
+
+def _inside(artist, box, renderer) -> bool:
+    extent = artist.get_window_extent(renderer)
+    return (extent.x0 >= box.x0 - 0.5 and extent.x1 <= box.x1 + 0.5
+            and extent.y0 >= box.y0 - 0.5 and extent.y1 <= box.y1 + 0.5)
+
+
+def test_overlay_titles_name_each_image_and_fit_their_panel():
+    """Small images are zoomed so that 'worst: <name>' and the Dice fit above each panel; a long
+    name is cut, never drawn over its neighbour or off the figure."""
+    size = 64
+    images = np.full((3, size, size), 90, dtype=np.uint8)
+    masks = np.zeros((3, size, size), bool)
+    masks[:, 10:50, 10:30] = True
+    titles = ["worst: CHNCXR_0042_1.png", "median: CHNCXR_0101_0.png",
+              "best: a_very_long_image_name_from_some_archive_0001.png"]
+    figure = plots.boundary_overlay_figure(images, masks, masks, titles=titles)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    assert [ax.get_title().split("\n")[0] for ax in figure.axes][:2] == titles[:2]
+    assert figure.axes[2].get_title().startswith("best: a_very_long_image_name")
+    for ax in figure.axes:
+        panel = ax.get_window_extent(renderer)
+        extent = ax.title.get_window_extent(renderer)
+        assert panel.x0 - 0.5 <= extent.x0 and extent.x1 <= panel.x1 + 0.5, ax.get_title()
+        assert _inside(ax.title, figure.bbox, renderer), ax.get_title()
+
+
+def test_box_plot_title_of_a_sweep_is_not_clipped():
+    """The sweep's box-plot title (set name and the cell legend) is wrapped to its figure."""
+    title = "Dice per image, shenzhen-lungseg-cross-domain (model |D_l^c|/|D_l^s|)"
+    figure = plots.metric_boxplot_figure({"multimix 100/10": np.array([0.8, 0.9, 0.7])}, "Dice",
+                                         title)
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    assert ax.get_title().replace("\n", " ") == title
+    assert _inside(ax.title, figure.bbox, figure.canvas.get_renderer())
+
+
+def test_box_plot_leaves_out_the_nan_of_empty_masks_and_counts_what_it_kept():
+    figure = plots.metric_boxplot_figure({"a": np.array([1.0, np.nan, 3.0, np.inf])},
+                                         "HD95 (pixels)", "HD95 per image")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a\n(n=2)"]
+    # matplotlib's boxplot draws whiskers, caps, box, median: the median of the kept 1 and 3
+    medians = [line.get_ydata()[0] for line in ax.lines if line.get_color() == "C1"]
+    assert medians == [2.0]

@@ -21,6 +21,12 @@ from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.evaluate import main as evaluate_main
 from mmdist.evaluation.evaluate import evaluate_run, load_model
 from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
+from mmdist.evaluation.surface import SURFACE_METRICS
+
+SEG_METRICS = SEGMENTATION_METRICS + SURFACE_METRICS + ("surface_images",)
+IN_CLS, IN_SEG = "synthetic-classification", "synthetic-segmentation"
+"""The in-domain test sets, named by their dataset."""
+COUNTS = ("tn", "fp", "fn", "tp", "surface_images")
 
 REPO = Path(__file__).resolve().parents[2]
 SHENZHEN = Path(os.environ.get("MMDIST_SHARED_DATA", REPO / ".." / "shared" / "data")) / "shenzhen-lungseg"
@@ -52,44 +58,50 @@ def test_builtin_data_in_and_cross_domain(run_dir):
     written = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert written == json.loads(json.dumps(summary))
     sets = written["test_sets"]
-    assert sorted(sets) == ["classification", "other_scanner", "other_ward", "segmentation"]
+    assert sorted(sets) == ["other_scanner", "other_ward", IN_CLS, IN_SEG]
     assert sets["other_scanner"]["domain"] == "cross" and sets["other_scanner"]["n_images"] == 11
     assert sets["other_ward"]["n_images"] == 13
     for name, entry in sets.items():
-        expected = CLASSIFICATION_METRICS if entry["kind"] == "classification" else SEGMENTATION_METRICS
+        expected = CLASSIFICATION_METRICS if entry["kind"] == "classification" else SEG_METRICS
         assert sorted(entry["metrics"]) == sorted(expected), name
         for metric, value in entry["metrics"].items():
-            if metric != "hausdorff" and value is not None:
+            if metric not in ("hausdorff",) + SURFACE_METRICS + COUNTS and value is not None:
                 assert 0.0 <= value <= 1.0, (name, metric)
+        # Held-out sets: none of their images or patients trained.
+        assert entry["overlap"] == {"shared_images": 0, "shared_patients": 0, "examples": []}
+    cls = sets[IN_CLS]["metrics"]
+    assert cls["tn"] + cls["fp"] + cls["fn"] + cls["tp"] == sets[IN_CLS]["n_images"]
 
     # The in-domain segmentation numbers again, independently: the model on the whole test split
     # in one batch, Dice from the masks.
     config = load_config(run_dir / "config.yaml")
     model, _, _ = load_model(summary["checkpoint"])
     task = build_task_data(config).segmentation
+    assert task.imageset.source == IN_SEG
     test = task.split.test
     with torch.no_grad():
         logits = model(seg_images=to_model_input(gather_rows(task.imageset.images, test, 64, False))).seg_logits
     pred = (logits[:, 0] > 0).numpy()
     true = gather_rows(task.imageset.masks, test, 64, True)[:, 0].numpy() > 0
     dice = 2 * (pred & true).sum((1, 2)) / (pred.sum((1, 2)) + true.sum((1, 2)))
-    rows = _read_csv(run_dir / "eval" / "per_image" / "segmentation.csv")
+    rows = _read_csv(run_dir / "eval" / "per_image" / f"{IN_SEG}.csv")
     assert [int(r["index"]) for r in rows] == test.tolist()
     assert np.allclose([float(r["dice"]) for r in rows], dice)
-    assert sets["segmentation"]["metrics"]["dice"] == pytest.approx(dice.mean())
+    assert sets[IN_SEG]["metrics"]["dice"] == pytest.approx(dice.mean())
 
     row = (run_dir / "eval" / "table_row.md").read_text().splitlines()
     assert row[0].startswith("| model | D_l^c | D_l^s | Acc |") and row[2].startswith("| multimix | 20 | 6 |")
     assert f"({sets['other_scanner']['metrics']['dice']:.3f})" in row[2]
 
     pngs = {p.name: p for p in (run_dir / "eval").glob("*.png")}
-    assert set(pngs) == {"roc.png", "dice_boxplot.png", "bland_altman_segmentation.png",
-                         "bland_altman_other_scanner.png", "overlay_segmentation.png",
-                         "overlay_other_scanner.png", "saliency_classification.png",
-                         "saliency_other_ward.png"}
-    with Image.open(pngs["overlay_segmentation.png"]) as overlay:
-        # One figure pixel per image pixel, at least 260 wide, with 20 px title and legend bands.
-        assert overlay.size == (max(64 * min(config.evaluation.examples, len(test)), 260), 64 + 40)
+    assert set(pngs) == {"roc.png", "dice_boxplot.png", "hd95_boxplot.png", "assd_boxplot.png",
+                         f"bland_altman_{IN_SEG}.png", "bland_altman_other_scanner.png",
+                         f"overlay_{IN_SEG}.png", "overlay_other_scanner.png",
+                         f"saliency_{IN_CLS}.png", "saliency_other_ward.png"}
+    with Image.open(pngs[f"overlay_{IN_SEG}.png"]) as overlay:
+        # Worst, median and best, each 64 px image zoomed 3x (nearest) to fit its title; bands
+        # of 30 px (two title lines) above and 20 px (legend) below.
+        assert overlay.size == (3 * 3 * 64, 3 * 64 + 50)
     with Image.open(pngs["roc.png"]) as roc:
         assert roc.size == (500, 500)
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={IMAGES: 0})
@@ -97,7 +109,8 @@ def test_builtin_data_in_and_cross_domain(run_dir):
     tags = [t for t in events.Tags()["images"] if t.startswith("eval/")]
     assert len(tags) == len(pngs)
     (event,) = events.Images("eval/overlay/other_scanner")
-    assert (event.width, event.height, event.step) == (64 * 8, 64 + 40, summary["step"])
+    assert (event.width, event.height, event.step) == (3 * 3 * 64, 3 * 64 + 50, summary["step"])
+    assert set(written["outputs"]) == {"metrics.json", "table_row.md", "per_image"} | set(pngs)
 
 
 def test_the_best_checkpoint_and_its_ema_weights_by_default(run_dir, capsys):
@@ -159,7 +172,7 @@ def test_shenzhen_cross_domain_row(run_dir, monkeypatch, capsys):
     sets = json.loads((run_dir / "eval" / "metrics.json").read_text())["test_sets"]
     shenzhen = sets["shenzhen"]
     assert (shenzhen["domain"], shenzhen["kind"], shenzhen["n_images"]) == ("cross", "segmentation", 59)
-    assert sorted(shenzhen["metrics"]) == sorted(SEGMENTATION_METRICS)
+    assert sorted(shenzhen["metrics"]) == sorted(SEG_METRICS)
     assert 0.0 < shenzhen["metrics"]["dice"] <= 1.0 and shenzhen["metrics"]["hausdorff"] >= 0
     row = (run_dir / "eval" / "table_row.md").read_text().splitlines()[2]
     assert f"({shenzhen['metrics']['dice']:.3f})" in row
