@@ -52,11 +52,11 @@ from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.data.synthetic import synthetic_imageset
 from mmdist.data.unlabeled import exclude_pool_patients
 from mmdist.engine.devices import resolve_device
+from mmdist.engine.validation import single_class_warning
 from mmdist.evaluation import plots
 from mmdist.evaluation.loading import default_checkpoint, load_model, selection_of
 from mmdist.evaluation.metrics import (
-    PerImageRecords, classification_metrics, segmentation_metrics, segmentation_scores,
-    single_class_warning)
+    PerImageRecords, classification_metrics, segmentation_metrics, segmentation_scores)
 from mmdist.evaluation.surface import surface_scores
 from mmdist.evaluation.tables import CLINICAL_HEADER, PAPER_HEADER, clinical_row, paper_row
 from mmdist.model import MultiMixNet

@@ -91,20 +91,6 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
             "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
 
 
-def single_class_warning(predicted_counts, where: str) -> Optional[str]:
-    """A one-line warning when every image of a set was given one class, else None.
-
-    predicted_counts: (2,) images predicted normal and pneumonia. A classifier that calls every
-    image pneumonia scores the pneumonia share as accuracy (0.74 on Kermany) and looks trained.
-    """
-    normal, pneumonia = (int(c) for c in predicted_counts)
-    if normal + pneumonia == 0 or (normal and pneumonia):
-        return None
-    name = "pneumonia" if pneumonia else "normal"
-    return (f"{where}: every one of the {normal + pneumonia} images was predicted {name}; the "
-            "classifier has not learned to separate the classes (see balanced accuracy)")
-
-
 # --------------------------------------------------------------------------------------------
 # Segmentation
 # --------------------------------------------------------------------------------------------

@@ -190,3 +190,58 @@ def test_clear_errors(tmp_path, run_dir, capsys):
     assert str(bad) in capsys.readouterr().err
     assert evaluate_main([str(run_dir), "evaluation.cross_domain=[{name: x, kind: csv}]"]) == 2
     assert "evaluation.cross_domain[0].path" in capsys.readouterr().err
+
+
+def test_out_folder_and_a_rerun_replaces_its_own_outputs(run_dir, tmp_path, capsys):
+    """--out DIR takes every output; a second evaluation into it with other test sets leaves no
+    figure or per-image file of the first, and leaves files it did not write alone."""
+    out = tmp_path / "eval_out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert evaluate_main([str(run_dir), "--out", str(out), SYNTHETIC_CROSS]) == 0, \
+        capsys.readouterr().err
+    assert (out / "overlay_other_scanner.png").is_file()
+    assert (out / "per_image" / "other_ward.csv").is_file()
+    assert f"wrote {out}/metrics.json" in capsys.readouterr().out
+    assert evaluate_main([str(run_dir), "--out", str(out), "--no-plots",
+                          "evaluation.cross_domain=[]"]) == 0, capsys.readouterr().err
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert left == {"notes.txt", "metrics.json", "table_row.md", f"per_image/{IN_CLS}.csv",
+                    f"per_image/{IN_SEG}.csv"}
+    assert sorted(json.loads((out / "metrics.json").read_text())["test_sets"]) == [IN_CLS, IN_SEG]
+
+
+def _write_png_dataset(folder, imageset, indices):
+    """The given images and masks of a set as PNGs with a labels.csv (the csv kind)."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    lines = ["image,mask,patient"]
+    for i in indices:
+        Image.fromarray(np.asarray(imageset.images[i])).save(folder / "images" / f"copy{i}.png")
+        Image.fromarray(np.asarray(imageset.masks[i]) * 255).save(folder / "masks" / f"copy{i}.png")
+        lines.append(f"images/copy{i}.png,masks/copy{i}.png,x{i}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_cross_domain_set_holding_training_images_is_flagged(run_dir, tmp_path, monkeypatch,
+                                                               capsys):
+    """Five training images and five test images of the run, saved as another folder and named
+    as a cross-domain set: the five training ones are counted (by content, under other names),
+    named on stderr and in metrics.json; the in-domain sets stay clean."""
+    monkeypatch.setenv("MMDIST_CACHE", str(tmp_path / "cache"))
+    config = load_config(run_dir / "config.yaml")
+    task = build_task_data(config).segmentation
+    _write_png_dataset(tmp_path / "copied", task.imageset,
+                       list(task.split.train[:5]) + list(task.split.test[:5]))
+    cross = ("evaluation.cross_domain=[{name: copied, task: segmentation, kind: csv, "
+             f"path: '{tmp_path / 'copied'}'}}]")
+    assert evaluate_main([str(run_dir), "--no-plots", "--out", str(tmp_path / "e"), cross]) == 0
+    err = capsys.readouterr().err
+    assert "evaluate: warning: test set 'copied' shares 5 image(s) and 0 patient(s) with this " \
+           "run's training data (e.g. images/copy" in err
+    written = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    overlap = written["test_sets"]["copied"]["overlap"]
+    assert overlap["shared_images"] == 5
+    assert sorted(overlap["examples"]) == sorted(f"images/copy{i}.png" for i in task.split.train[:5])
+    assert written["test_sets"][IN_SEG]["overlap"]["shared_images"] == 0
+    assert any("'copied' shares 5 image(s)" in line for line in written["warnings"])
