@@ -90,7 +90,7 @@ def validate(model, task_data, spec, strategy, eval_batch_size: int, image_size:
         if line:
             out[f"{split}_one_class"] = 1.0
             if strategy.is_main:
-                warnings.warn(line, stacklevel=2)
+                warnings.warn(line, stacklevel=3)  # the trainer's call, past no_grad
     if sums[3] > 0:
         out[f"{split}_dice"] = float(sums[2] / sums[3])
     return out
