@@ -42,9 +42,11 @@ def resolved_source(source_config) -> tuple[Path, dict]:
     two ways (a symlink, '..', the folder or its labels.csv) is one source."""
     path = Path(source_config.path).expanduser().resolve()
     options = dict(source_config.options)
-    if source_config.kind == "csv" and path.is_file():
-        options["csv"] = path.name
-        path = path.parent
+    if source_config.kind == "csv":
+        if path.is_file():
+            options["csv"] = path.name
+            path = path.parent
+        options.setdefault("csv", "labels.csv")  # the adapter's default, named in the key
     return path, options
 
 

@@ -166,3 +166,13 @@ def test_box_plot_leaves_out_the_nan_of_empty_masks_and_counts_what_it_kept():
     # matplotlib's boxplot draws whiskers, caps, box, median: the median of the kept 1 and 3
     medians = [line.get_ydata()[0] for line in ax.lines if line.get_color() == "C1"]
     assert medians == [2.0]
+
+
+def test_overlays_pick_the_worst_median_and_best_image_by_dice():
+    from mmdist.evaluation.evaluate import overlay_picks
+
+    dice = np.array([0.9, 0.2, 0.95, 0.5, 0.7])
+    positions, ranks = overlay_picks({"dice": dice})
+    assert positions.tolist() == [1, 4, 2] and ranks == ["worst", "median", "best"]
+    assert overlay_picks({"dice": np.array([0.3, 0.1])})[0].tolist() == [1, 0]
+    assert overlay_picks({"dice": np.array([0.3])})[1] == ["only"]
