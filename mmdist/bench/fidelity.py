@@ -41,8 +41,10 @@ ARMS = {
     "enc_ssl": ["model.variant=enc_ssl"],
 }
 REFERENCE = "multimix detached"
-METRICS = (("segmentation", "dice", "Shenzhen Dice"), ("montgomery", "dice", "Montgomery Dice"),
-           ("classification", "acc", "Kermany acc"), ("classification", "auc", "Kermany AUC"))
+# In-domain test sets are named by their dataset (the folder's name), cross-domain ones by entry.
+METRICS = (("shenzhen-lungseg", "dice", "Shenzhen Dice"), ("montgomery", "dice", "Montgomery Dice"),
+           ("kermany-pneumonia-224", "acc", "Kermany acc"),
+           ("kermany-pneumonia-224", "auc", "Kermany AUC"))
 WEIGHTS = ("raw", "ema", "selected")
 
 
