@@ -82,23 +82,31 @@ def _training_parts(task_data) -> list[tuple[ImageSet, np.ndarray]]:
             (task_data.classification, task_data.segmentation) if built is not None]
 
 
-def training_overlap(task_data, imageset: ImageSet, indices) -> dict:
+def training_fingerprint(task_data) -> dict:
+    """What a test set is compared with: {'hashes': content hashes of every training image,
+    'patients': {source: its training patients}} (compute once per evaluation)."""
+    hashes: set[bytes] = set()
+    patients: dict[str, set[str]] = {}
+    for train_set, train in _training_parts(task_data):
+        hashes.update(content_hashes(train_set, train))
+        known = np.asarray(train_set.patients, dtype=object)[np.asarray(train, dtype=np.int64)]
+        patients.setdefault(str(train_set.source), set()).update(p for p in known if p)
+    return {"hashes": hashes, "patients": patients}
+
+
+def training_overlap(task_data, imageset: ImageSet, indices, fingerprint=None) -> dict:
     """How a test set (``imageset.images[indices]``) overlaps the run's training data.
 
     Returns {'shared_images': int (test images whose pixels equal a training image's),
     'shared_patients': int (test patients that trained, same source only), 'examples': up to
-    EXAMPLES names of shared images}. Both counts 0 for a clean test set.
+    EXAMPLES names of shared images}. Both counts 0 for a clean test set. ``fingerprint``:
+    training_fingerprint(task_data), when the caller checks several sets.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    trained: set[bytes] = set()
-    trained_patients: set[str] = set()
-    for train_set, train in _training_parts(task_data):
-        trained.update(content_hashes(train_set, train))
-        if train_set.source == imageset.source:
-            patients = np.asarray(train_set.patients, dtype=object)
-            trained_patients.update(p for p in patients[train] if p)
-    hashes = content_hashes(imageset, indices)
-    shared = [int(i) for i, h in zip(indices, hashes) if h in trained]
+    fingerprint = fingerprint or training_fingerprint(task_data)
+    shared = [int(i) for i, h in zip(indices, content_hashes(imageset, indices))
+              if h in fingerprint["hashes"]]
+    trained_patients = fingerprint["patients"].get(str(imageset.source), set())
     patients = np.asarray(imageset.patients, dtype=object)
     return {"shared_images": len(shared),
             "shared_patients": len({p for p in patients[indices] if p} & trained_patients),

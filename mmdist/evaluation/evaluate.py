@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from mmdist.config import Config, load_config
-from mmdist.data.audit import overlap_warning, training_overlap
+from mmdist.data.audit import overlap_warning, training_fingerprint, training_overlap
 from mmdist.data.imageset import NO_LABEL, ImageSet
 from mmdist.data.sources import build_task_data, load_imageset
 from mmdist.data.splits import mask_flags
@@ -303,8 +303,9 @@ def clear_previous_outputs(eval_dir: Path) -> None:
 def _leak_checks(task_data, results) -> tuple[dict, list[str]]:
     """{set name: overlap with the training data} and one warning line per leaking set."""
     overlaps, lines = {}, []
+    fingerprint = training_fingerprint(task_data)
     for t, _ in results:
-        overlaps[t.name] = training_overlap(task_data, t.imageset, t.indices)
+        overlaps[t.name] = training_overlap(task_data, t.imageset, t.indices, fingerprint)
         line = overlap_warning(t.name, overlaps[t.name])
         if line:
             lines.append(line)
