@@ -236,6 +236,44 @@ def saliency_figure(images: np.ndarray, saliency: np.ndarray, labels: np.ndarray
     return fig
 
 
+SALIENCY_CMAP = "inferno"
+SALIENCY_ALPHA = 0.6
+
+
+def saliency_overlay_figure(image: np.ndarray, saliency: np.ndarray,
+                            vmax: Optional[float] = None, title: Optional[str] = None):
+    """One X-ray with its saliency map over it and a colour bar of the map's values.
+
+    image: (H, W) uint8; saliency: (H, W) float >= 0; vmax: the top of the colour scale (pass one
+    value for several images to put them on one scale; default: this map's maximum). The image
+    is shown at one figure pixel per image pixel (at least 160 px: integer zoom), the bar beside
+    it; returns the figure.
+    """
+    image, saliency = np.asarray(image), np.asarray(saliency, dtype=np.float64)
+    if image.shape != saliency.shape or image.ndim != 2:
+        raise ValueError(f"image and saliency must both be (H, W), got {image.shape} and "
+                         f"{saliency.shape}")
+    top = float(saliency.max()) if vmax is None else float(vmax)
+    top = top if top > 0 else 1.0  # an all-zero map still gets a scale
+    zoom = max(1, math.ceil(OVERLAY_PANEL_PX / image.shape[1]))
+    h, w = image.shape[0] * zoom, image.shape[1] * zoom
+    band, bar = (OVERLAY_BAND_PX if title else 4), 70  # title above; bar and its labels beside
+    width, height = w + bar, h + band + 4
+    fig = plt.figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI))
+    ax = fig.add_axes([0, 4 / height, w / width, h / height])
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    shown = ax.imshow(saliency, cmap=SALIENCY_CMAP, alpha=SALIENCY_ALPHA, vmin=0, vmax=top,
+                      interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=7, pad=2)
+    cax = fig.add_axes([(w + 8) / width, 4 / height, 12 / width, h / height])
+    colorbar = fig.colorbar(shown, cax=cax)
+    colorbar.ax.tick_params(labelsize=7)
+    colorbar.set_label("saliency", fontsize=7)
+    return fig
+
+
 def per_image_metric(runs, metric: str = "dice") -> dict[str, dict[str, np.ndarray]]:
     """Per-image values of a metric over a sweep's runs: {segmentation test set: {'variant c/s':
     values}}.

@@ -176,3 +176,22 @@ def test_overlays_pick_the_worst_median_and_best_image_by_dice():
     assert positions.tolist() == [1, 4, 2] and ranks == ["worst", "median", "best"]
     assert overlay_picks({"dice": np.array([0.3, 0.1])})[0].tolist() == [1, 0]
     assert overlay_picks({"dice": np.array([0.3])})[1] == ["only"]
+
+
+def test_saliency_overlay_puts_the_map_over_the_xray_with_a_colour_bar(tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    saliency = rng.uniform(0, 0.3, (64, 64))
+    own = plots.saliency_overlay_figure(image, saliency, title="x.png")
+    xray, bar = own.axes
+    base, heat = xray.images
+    assert (np.asarray(base.get_array()) == image).all() and base.get_cmap().name == "gray"
+    assert heat.get_clim() == (0.0, pytest.approx(saliency.max()))
+    assert bar.get_ylim() == pytest.approx((0.0, saliency.max()))
+    # one scale for several images: the caller's top, not this map's
+    shared = plots.saliency_overlay_figure(image, saliency, vmax=2.0)
+    assert shared.axes[0].images[1].get_clim() == (0.0, 2.0)
+    with Image.open(plots.save_figure(shared, tmp_path / "s.png")) as png:
+        assert png.size == (3 * 64 + 70, 3 * 64 + 8)  # zoomed 3x to 192 px, the bar beside
+    with pytest.raises(ValueError, match="both be"):
+        plots.saliency_overlay_figure(image, saliency[:10])
