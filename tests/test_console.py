@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from mmdist.config import load_config
 from mmdist.engine import console
+from test_train_cli import clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -79,9 +79,7 @@ def test_a_run_names_its_folder_at_start_and_prints_each_validation(tmp_path, ca
 @pytest.mark.timeout(600)
 def test_a_stopped_run_says_how_to_resume_and_that_command_completes_it(tmp_path):
     run, total = tmp_path / "run", 150
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    env = clean_env(tmp_path)
     quiet = ["trainer.image_log_every=0", "trainer.val_every=0", "trainer.checkpoint_every=0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "mmdist.train", "--config", str(TINY), f"output_dir={run}",

@@ -9,12 +9,10 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from mmdist.bench.eval import load_masks, predictions_like, random_masks, shared_shenzhen
+from mmdist.bench.eval import load_masks, predictions_like, random_masks
 from mmdist.evaluation.metrics import segmentation_metrics, segmentation_scores
 from mmdist.evaluation.surface import surface_metrics, surface_scores
-
-SHENZHEN = shared_shenzhen()
-MONTGOMERY = SHENZHEN.parent / "montgomery-lungseg"
+from test_eval_metrics_fast import MONTGOMERY, SHENZHEN, shared
 
 
 def _boundary_points(mask: np.ndarray) -> np.ndarray:
@@ -82,12 +80,6 @@ def test_the_set_values_sit_beside_the_paper_metrics():
     out = segmentation_metrics(scores)
     assert out["hd95"] == pytest.approx(np.mean([brute_force(p, t)[0] for p, t in zip(pred, truth)]))
     assert out["surface_images"] == 6 and out["dice"] == pytest.approx(scores["dice"].mean())
-
-
-def shared(folder):
-    need = pytest.mark.skipif(not (folder / "labels.csv").is_file(),
-                              reason=f"needs the shared lung masks in {folder} (MMDIST_SHARED_DATA)")
-    return pytest.param(folder, marks=need, id=folder.name)
 
 
 @pytest.mark.parametrize("folder", [shared(SHENZHEN), shared(MONTGOMERY)])
