@@ -41,7 +41,6 @@ from sklearn.metrics import (
 
 from mmdist.evaluation.mask_metrics import (
     count_pixels, hausdorff_scores, reference_average_hausdorff, reference_mask_ssim, ssim_scores)
-
 from mmdist.evaluation.surface import SURFACE_METRICS, surface_metrics
 
 CLASSIFICATION_METRICS = ("acc", "f1_normal", "f1_pneumonia", "auc", "balanced_acc",

@@ -192,7 +192,7 @@ def test_csv_warns_only_when_patients_are_missing(tmp_path):
         warnings.simplefilter("error")
         assert len(index_dataset("csv", tmp_path).records) == 6
     write_csv_dataset(tmp_path, [{k: v for k, v in row.items() if k != "patient"} for row in rows])
-    with pytest.warns(UserWarning, match="labels.csv has no 'patient' column"):
+    with pytest.warns(UserWarning, match=r"labels.csv has no 'patient' column \(6 images\)"):
         index_dataset("csv", tmp_path)
 
 

@@ -169,7 +169,7 @@ def test_box_plot_leaves_out_the_nan_of_empty_masks_and_counts_what_it_kept():
 
 
 def test_overlays_pick_the_worst_median_and_best_image_by_dice():
-    from mmdist.evaluation.evaluate import overlay_picks
+    from mmdist.evaluation.figures import overlay_picks
 
     dice = np.array([0.9, 0.2, 0.95, 0.5, 0.7])
     positions, ranks = overlay_picks({"dice": dice})

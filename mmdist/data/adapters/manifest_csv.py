@@ -66,7 +66,7 @@ def index_csv(src: Path, csv: str = "labels.csv", label_column: str = "label") -
     check_unique(records, str(manifest), position=lambda i: f"line {i + 2}")  # line 1 = header
     missing = sum(1 for r in records if not r.patient)
     if missing:
-        where = "has no 'patient' column" if "patient" not in header else \
+        where = f"has no 'patient' column ({missing} images)" if "patient" not in header else \
             f"has {missing} of {len(records)} rows with an empty 'patient' cell"
         warnings.warn(f"{manifest} {where}: each such image is split as a patient of its own, so "
                       "another view of the same patient can land in another split",
