@@ -27,15 +27,17 @@ def test_without_a_terminal_progress_is_a_line_every_n_steps():
     bar = console.progress_bar(total=25, initial=0, desc="multimix", enabled=True, every=10,
                                stream=stream)
     assert isinstance(bar, console.LineProgress)
-    for _ in range(25):
+    for step in range(1, 26):
         bar.update(1)
-        bar.set_postfix(loss="0.500")
+        if step % 5 == 0:  # the loss is logged after the step's update, as the trainer does
+            bar.set_postfix(loss=f"{step / 100:.2f}")
     bar.close()
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
     assert [line.split(" (")[0] for line in lines] == [
         "multimix: step 10/25", "multimix: step 20/25", "multimix: step 25/25"]
-    assert lines[0].endswith("loss=0.500") and "(40%)" in lines[0]
+    assert lines[0].endswith("loss=0.10") and lines[1].endswith("loss=0.20")  # that step's
+    assert "(40%)" in lines[0]
     quiet = io.StringIO()
     off = console.progress_bar(25, 0, "x", enabled=False, every=1, stream=quiet)
     off.update(5)

@@ -61,8 +61,10 @@ class LineProgress:
         self.stream = stream or sys.stderr
         self.postfix = ""
         self._since, self._since_n = time.monotonic(), initial
+        self._due = False
 
     def _print(self) -> None:
+        self._due = False
         now = time.monotonic()
         rate = (self.n - self._since_n) / (now - self._since) if now > self._since else 0.0
         self._since, self._since_n = now, self.n
@@ -72,15 +74,19 @@ class LineProgress:
               file=self.stream, flush=True)
 
     def update(self, count: int = 1) -> None:
-        self.n += count
-        if self.enabled and self.n % self.every == 0:
+        # A due line waits for the step's set_postfix (the trainer logs the loss after update).
+        if self._due:
             self._print()
+        self.n += count
+        self._due = self.enabled and self.n % self.every == 0
 
     def set_postfix(self, **values) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+        if self._due:
+            self._print()
 
     def close(self) -> None:
-        if self.enabled and self.n % self.every:
+        if self._due or (self.enabled and self.n % self.every):
             self._print()  # the last partial stretch
 
 
