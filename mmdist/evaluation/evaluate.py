@@ -191,24 +191,27 @@ def _json_safe(value):
     return value
 
 
-KNOWN_OUTPUTS = ("metrics.json", "table_row.md", "per_image", "*.png")
-"""What an evaluation writes into its folder, for one written before 'outputs' was recorded."""
+KNOWN_OUTPUTS = ("table_row.md", "per_image", "*.png")
+"""What an evaluation writes besides metrics.json, for one written before 'outputs' was kept."""
 
 
 def clear_previous_outputs(eval_dir: Path) -> None:
-    """Delete what an earlier evaluation wrote into ``eval_dir`` (the 'outputs' its
-    metrics.json lists; the known names when it lists none), and nothing else."""
-    listed = None
+    """Delete what an earlier evaluation wrote into ``eval_dir``: the 'outputs' its metrics.json
+    lists (the known names when an older one lists none); nothing without an evaluation's
+    metrics.json, so other files in a folder given as --out are left alone."""
     try:
-        listed = json.loads((eval_dir / "metrics.json").read_text()).get("outputs")
-    except (OSError, ValueError, AttributeError):
-        pass
+        previous = json.loads((eval_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(previous, dict) or "test_sets" not in previous:
+        return
+    listed = previous.get("outputs")
     paths = ([eval_dir / name for name in listed] if isinstance(listed, list) else
-             [p for pattern in KNOWN_OUTPUTS for p in eval_dir.glob(pattern)])
+             [eval_dir / "metrics.json"] + [p for pattern in KNOWN_OUTPUTS
+                                             for p in eval_dir.glob(pattern)])
     for path in paths:
-        if path.resolve().parent != eval_dir.resolve() and eval_dir.resolve() not in \
-                path.resolve().parents:
-            continue  # never outside the folder, whatever a metrics.json says
+        if path.resolve().parent != eval_dir.resolve():
+            continue  # only entries of the folder itself, whatever a metrics.json says
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -198,6 +198,7 @@ def test_out_folder_and_a_rerun_replaces_its_own_outputs(run_dir, tmp_path, caps
     out = tmp_path / "eval_out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / "mine.png").write_bytes(b"not written by evaluate")
     assert evaluate_main([str(run_dir), "--out", str(out), SYNTHETIC_CROSS]) == 0, \
         capsys.readouterr().err
     assert (out / "overlay_other_scanner.png").is_file()
@@ -206,7 +207,7 @@ def test_out_folder_and_a_rerun_replaces_its_own_outputs(run_dir, tmp_path, caps
     assert evaluate_main([str(run_dir), "--out", str(out), "--no-plots",
                           "evaluation.cross_domain=[]"]) == 0, capsys.readouterr().err
     left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert left == {"notes.txt", "metrics.json", "table_row.md", f"per_image/{IN_CLS}.csv",
+    assert left == {"notes.txt", "mine.png", "metrics.json", "table_row.md", f"per_image/{IN_CLS}.csv",
                     f"per_image/{IN_SEG}.csv"}
     assert sorted(json.loads((out / "metrics.json").read_text())["test_sets"]) == [IN_CLS, IN_SEG]
 
@@ -245,3 +246,19 @@ def test_a_cross_domain_set_holding_training_images_is_flagged(run_dir, tmp_path
     assert sorted(overlap["examples"]) == sorted(f"images/copy{i}.png" for i in task.split.train[:5])
     assert written["test_sets"][IN_SEG]["overlap"]["shared_images"] == 0
     assert any("'copied' shares 5 image(s)" in line for line in written["warnings"])
+
+
+def test_an_older_evaluation_without_a_list_is_cleared_by_its_known_names(tmp_path):
+    from mmdist.evaluation.evaluate import clear_previous_outputs
+
+    (tmp_path / "per_image").mkdir()
+    (tmp_path / "per_image" / "segmentation.csv").write_text("index,dice\n")
+    for name in ("roc.png", "overlay_segmentation.png", "table_row.md", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_sets": {}}))
+    clear_previous_outputs(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    # a folder that holds no evaluation is left as it is
+    (tmp_path / "mine.png").write_text("x")
+    clear_previous_outputs(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.png", "notes.txt"]
