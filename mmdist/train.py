@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
         print(f"summary:       {config.output_dir}/summary.json")
         print(json.dumps(summary, sort_keys=True))
+    if summary["status"] != "completed" and trainer.strategy.is_main:
+        from mmdist.engine.console import resume_hint
+        print(resume_hint(config.output_dir, summary["steps"]), file=sys.stderr)
     trainer.strategy.close()
     return 0 if summary["status"] == "completed" else 3
 
