@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    from mmdist.engine.console import resume_hint
     from mmdist.engine.sync_points import TooManySkippedSteps
     from mmdist.engine.trainer import Trainer
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
             print(f"summary:       {config.output_dir}/summary.json")
             print(json.dumps(summary, sort_keys=True))
+            if summary["status"] != "completed":
+                print(resume_hint(config.output_dir, summary["steps"]), file=sys.stderr)
     except (*user_errors(), TooManySkippedSteps) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -128,3 +128,23 @@ def test_unlabeled_pool_keys_are_checked():
         load_config(CONFIGS / "tiny.yaml", ["data.unlabeled={kind: synthetic, holdout_fractoin: 0.1}"])
     with pytest.raises(ConfigError, match="^data.unlabeled.path: kind 'nih' needs a dataset path"):
         load_config(CONFIGS / "tiny.yaml", ["data.unlabeled={kind: nih}"])
+
+
+def test_run_length_on_the_command_line_wins_over_the_file(tmp_path):
+    """A recipe that counts epochs takes trainer.max_steps=N (and one that counts steps takes
+    trainer.max_epochs=N) without a second override; both in one file, or both on the command
+    line, stay an error."""
+    recipe = CONFIGS / "paper" / "subset.yaml"
+    assert load_config(recipe).trainer.max_epochs == 100
+    steps = load_config(recipe, ["trainer.max_steps=20"]).trainer
+    assert (steps.max_steps, steps.max_epochs) == (20, None)
+    epochs = load_config(CONFIGS / "tiny.yaml", ["trainer.max_epochs=2"]).trainer
+    assert (epochs.max_steps, epochs.max_epochs) == (None, 2)
+    with pytest.raises(ConfigError, match=r"trainer.max_steps \(20\) and trainer.max_epochs \(3\)"):
+        load_config(recipe, ["trainer.max_steps=20", "trainer.max_epochs=3"])
+    both = tmp_path / "both.yaml"
+    both.write_text("trainer:\n  max_steps: 20\n  max_epochs: 3\n")
+    with pytest.raises(ConfigError, match="are both set"):
+        load_config(both)
+    # null on the command line changes nothing else: the file's epochs stay
+    assert load_config(recipe, ["trainer.max_steps=null"]).trainer.max_epochs == 100

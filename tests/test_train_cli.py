@@ -143,7 +143,9 @@ def test_a_killed_run_resumes_and_tensorboard_purges_the_steps_it_replays(tmp_pa
     (["data.segmentation.kind=csv", "data.segmentation.path={tmp}/bad"],
      "{tmp}/bad/labels.csv: no 'image' column"),
     (["trainer.resume={tmp}/missing.pt"], "checkpoint not found: {tmp}/missing.pt"),
-    (["trainer.max_epochs=2"], "trainer.max_steps (8) and trainer.max_epochs (2) are both set"),
+    # both on the command line (one alone replaces the file's other: mmdist.config.loading)
+    (["trainer.max_steps=8", "trainer.max_epochs=2"],
+     "trainer.max_steps (8) and trainer.max_epochs (2) are both set"),
     pytest.param(["engine.device=cuda"], "engine.device=cuda: torch sees no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
     (["output_dir={tmp}/used"], "output_dir {tmp}/used holds another run's files (summary.json)"),

@@ -62,8 +62,10 @@ ARMS.update({
     "unet_w2s appearance": ["model.variant=unet_w2s", "losses.w2s_feature_dropout=0.5",
                             "data.augment.seg_appearance=true"],
 })
-METRICS = (("segmentation", "dice", "Shenzhen Dice"), ("montgomery", "dice", "Montgomery Dice"),
-           ("classification", "acc", "Kermany acc"), ("classification", "auc", "Kermany AUC"))
+# In-domain test sets are named by their dataset (the folder's name), cross-domain ones by entry.
+METRICS = (("shenzhen-lungseg", "dice", "Shenzhen Dice"), ("montgomery", "dice", "Montgomery Dice"),
+           ("kermany-pneumonia-224", "acc", "Kermany acc"),
+           ("kermany-pneumonia-224", "auc", "Kermany AUC"))
 WEIGHTS = ("raw", "ema", "selected")
 
 

@@ -217,11 +217,12 @@ class TrainerConfig:
     unlabeled) over the global batch, or the segmentation training split when the config has
     no classification source, or the training images of data.unlabeled when it is set."""
     val_every: int = 200
-    select_by: Literal["auto", "val_acc", "val_dice", "val_mean", "none"] = "auto"
+    select_by: Literal["auto", "val_acc", "val_bacc", "val_dice", "val_mean", "none"] = "auto"
     """Which validation metric keeps RUN_DIR/checkpoints/best.pt (when val_every > 0; on the EMA
-    weights when model.ema_decay > 0): 'val_mean' is the mean of accuracy and Dice; 'auto' takes
-    val_mean for variants with both heads, else the one metric the variant has; 'none' keeps no
-    best.pt."""
+    weights when model.ema_decay > 0): 'val_bacc' is the balanced accuracy (a classifier that
+    calls every image one class scores 0.5); 'val_mean' is the mean of accuracy and Dice; 'auto'
+    takes val_mean for variants with both heads, else the one metric the variant has; 'none'
+    keeps no best.pt."""
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -266,7 +267,8 @@ class TrainerConfig:
             return None
         if self.select_by == "auto":
             return "val_mean" if classifier and decoder else "val_acc" if classifier else "val_dice"
-        needs = {"val_acc": (True, False), "val_dice": (False, True), "val_mean": (True, True)}
+        needs = {"val_acc": (True, False), "val_bacc": (True, False), "val_dice": (False, True),
+                 "val_mean": (True, True)}
         need_cls, need_seg = needs[self.select_by]
         check((classifier or not need_cls) and (decoder or not need_seg), "trainer.select_by",
               f"{self.select_by!r} needs a {'classifier' if need_cls and not classifier else 'decoder'}"

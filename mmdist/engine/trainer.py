@@ -20,13 +20,14 @@ import signal
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from mmdist.augment.sources import build_step_source
 from mmdist.config import Config, dump_config
+from mmdist.data.audit import write_split
 from mmdist.data.sources import build_task_data, epoch_pool
 from mmdist.data.streams import iterate_steps
 from mmdist.engine import checkpoint as ckpt
+from mmdist.engine import console
 from mmdist.engine import rng
 from mmdist.engine.checkpointer import assert_finite, run_checkpointer
 from mmdist.engine.clock import TrainingClock
@@ -142,6 +143,7 @@ class Trainer:
               f"({self.threads.source}); {p.batch_per_rank} images per stream per rank, "
               f"{p.global_batch} global; {p.steps_per_epoch} steps per epoch "
               f"({p.epoch_description}); steps {start}..{p.max_steps}, lr {p.lr:g}", flush=True)
+        print(console.run_folder_line(self.run_dir), flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -164,6 +166,8 @@ class Trainer:
         if strategy.is_main:  # after the checks of resume: a refused run leaves the folder as is
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(config, self.run_dir / "config.yaml")
+        if strategy.is_main:  # the split, for audits (mmdist.data.audit)
+            write_split(self.task_data, self.run_dir)
         # Steps are logged as the count of steps done: a run resumed at `start` logs start + 1
         # first, and whatever a crashed run logged from there on is dropped.
         self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main,
@@ -204,9 +208,10 @@ class Trainer:
     def _loop(self, start: int):
         config, strategy = self.config, self.strategy
         max_steps = self.plan.max_steps
-        progress = tqdm(total=max_steps, initial=start,
-                        disable=not (config.trainer.progress and strategy.is_main),
-                        desc=f"{config.model.variant}", dynamic_ncols=True)
+        # A bar on a terminal, a line every log_every steps in a job's log (mmdist.engine.console)
+        self.progress = progress = console.progress_bar(
+            max_steps, start, config.model.variant, config.trainer.progress and strategy.is_main,
+            config.trainer.log_every or 50)
         clock = TrainingClock(strategy.synchronize)
         self.finite = FiniteLossWatch(strategy.device)
         self.skips = SkippedSteps(config.engine.max_skipped_in_a_row)
@@ -288,6 +293,9 @@ class Trainer:
             assert_finite(self.checkpointer.finite_modules(), step)
             if self.strategy.is_main:
                 self.best.save(self.strategy.unwrap(), self.ema, self.config)
+        console.say(getattr(self, "progress", None), console.validation_line(
+            step, self.plan.max_steps, metrics, self.best.record() if self.best else None),
+            self.strategy.is_main)
         return metrics
 
     def _validate_weights(self, model, step: int, name: str) -> dict:

@@ -106,7 +106,7 @@ def test_a_recipe_builds_trains_and_finds_its_test_sets(recipe, prepared, tmp_pa
     assert trainer.task_data.classification.imageset.source == "kermany"
     assert trainer.task_data.segmentation.imageset.source == "jsrt"
     sets = {s.name: s for s in build_test_sets(config, VARIANTS["multimix"])}
-    assert {"classification", "segmentation", "montgomery", "nih"} <= set(sets)
+    assert {"kermany", "jsrt", "montgomery", "nih"} <= set(sets)  # named by their dataset
     assert len(sets["montgomery"].indices) == 2
     nih = sets["nih"]
     if recipe == "in_domain":  # the whole NIH set: every pneumonia or no-finding image
