@@ -166,8 +166,7 @@ class Trainer:
         if strategy.is_main:  # after the checks of resume: a refused run leaves the folder as is
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(config, self.run_dir / "config.yaml")
-        if strategy.is_main:  # the split, for audits (mmdist.data.audit)
-            write_split(self.task_data, self.run_dir)
+            write_split(self.task_data, self.run_dir)  # the split, for audits (mmdist.data.audit)
         # Steps are logged as the count of steps done: a run resumed at `start` logs start + 1
         # first, and whatever a crashed run logged from there on is dropped.
         self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main,
