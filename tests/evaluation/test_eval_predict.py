@@ -233,3 +233,25 @@ def test_shared_saliency_scale_is_one_colour_scale_for_the_call(tmp_path, folder
     assert written.shape == drawn["shared"].shape
     assert np.abs(written.astype(int) - drawn["shared"].astype(int)).max() <= 2
     assert np.abs(written.astype(int) - drawn["own"].astype(int)).max() > 20
+
+
+def test_an_exported_file_gives_the_checkpoints_overlays_and_shared_scale(tmp_path, folder, capsys):
+    from mmdist.export.__main__ import main as export_main
+
+    checkpoint = _checkpoint(tmp_path)
+    exported = tmp_path / "model.torchscript.pt"
+    assert export_main([str(checkpoint), "--format", "torchscript", "--out", str(exported)]) == 0
+    capsys.readouterr()
+    runs = {}
+    for name, source in (("checkpoint", checkpoint), ("exported", exported)):
+        assert predict_main([str(source), str(folder), "--out", str(tmp_path / name), "--device",
+                             "cpu", "--saliency-scale", "shared"]) == 0
+        runs[name] = _lines(capsys)
+    for ours, theirs in zip(runs["checkpoint"], runs["exported"]):
+        assert theirs["image"] == ours["image"]
+        assert theirs["probabilities"]["pneumonia"] == pytest.approx(
+            ours["probabilities"]["pneumonia"], abs=1e-5)
+        assert theirs["saliency_vmax"] == pytest.approx(ours["saliency_vmax"], rel=1e-4)
+        overlays = [np.asarray(Image.open(line["overlay"])) for line in (ours, theirs)]
+        assert (overlays[0] == overlays[1]).all()
+    assert len({line["saliency_vmax"] for line in runs["exported"]}) == 1
