@@ -9,7 +9,8 @@ values in ``__post_init__``.
 
 Layout: sections.py (model, data, losses, optim, trainer), sources.py (data sources and the
 ${MMDIST_DATA} data root), engine.py (engine + DeepSpeed JSON checks), evaluation.py, tree.py
-(the root ``Config``), loading.py (YAML, overrides, coercion).
+(the root ``Config``), loading.py (YAML, overrides, coercion), variants.py (the variant table,
+the stream names and the saliency rule: a leaf every layer reads).
 """
 
 from mmdist.config.engine import EngineConfig, read_deepspeed_json
