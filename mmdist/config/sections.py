@@ -87,12 +87,14 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         for name in ("classification_labeled", "segmentation_labeled"):
             value = getattr(self, name)
-            check(value == "full" or (isinstance(value, int) and value >= 1), name,
+            check(value == "full" or (isinstance(value, int) and value >= 1), f"data.budget.{name}",
                    f"must be a positive integer or 'full', got {value!r}")
         for prefix in ("", "segmentation_"):
             val, test = getattr(self, prefix + "val_fraction"), getattr(self, prefix + "test_fraction")
-            check(val is None or 0 < val < 0.5, prefix + "val_fraction", "must be in (0, 0.5)")
-            check(test is None or 0 <= test < 0.5, prefix + "test_fraction", "must be in [0, 0.5)")
+            check(val is None or 0 < val < 0.5, f"data.budget.{prefix}val_fraction",
+                  "must be in (0, 0.5)")
+            check(test is None or 0 <= test < 0.5, f"data.budget.{prefix}test_fraction",
+                  "must be in [0, 0.5)")
 
     def fractions(self, task: str) -> tuple[float, float]:
         """(val_fraction, test_fraction) of ``task``'s source ('classification' or
@@ -129,10 +131,11 @@ class AugmentConfig:
     """Probability of each appearance op (data.augment.seg_appearance)."""
 
     def __post_init__(self) -> None:
-        check(1 <= self.strong_ops <= 14, "strong_ops", "must be in [1, 14]")
+        check(1 <= self.strong_ops <= 14, "data.augment.strong_ops", "must be in [1, 14]")
         check(self.threads >= 1, "data.augment.threads", "must be >= 1")
-        check(1 <= self.strong_magnitude <= 10, "strong_magnitude", "must be in [1, 10]")
-        check(0 <= self.pad_fraction <= 0.5, "pad_fraction", "must be in [0, 0.5]")
+        check(1 <= self.strong_magnitude <= 10, "data.augment.strong_magnitude",
+              "must be in [1, 10]")
+        check(0 <= self.pad_fraction <= 0.5, "data.augment.pad_fraction", "must be in [0, 0.5]")
         check(0 <= self.appearance_p <= 1, "data.augment.appearance_p", "must be in [0, 1]")
 
 
