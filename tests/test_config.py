@@ -113,6 +113,28 @@ def test_sections_built_directly_name_their_full_key():
         AugmentConfig(pad_fraction=0.9)
 
 
+def test_sources_name_the_full_key_of_where_they_sit():
+    """A source section is validated by the section holding it, so its errors name the full key
+    (the loader passes them through untouched); the same checks at every place a source sits."""
+    cases = [
+        ("data.segmentation.domain.noise=-1", "data.segmentation.domain.noise"),
+        ("data.classification.count=3", "data.classification.count"),
+        ("data.segmentation.prepare_workers=0", "data.segmentation.prepare_workers"),
+        ("evaluation.cross_domain=[{name: a, kind: synthetic, count: 40}, "
+         "{name: b b, kind: synthetic}]", r"evaluation.cross_domain\[1\].name"),
+        ("evaluation.cross_domain=[{name: a, kind: shenzhen}]", r"evaluation.cross_domain\[0\].path"),
+        ("evaluation.cross_domain=[{name: a, domain: {gamma: 0}}]",
+         r"evaluation.cross_domain\[0\].domain.gamma"),
+    ]
+    for override, key in cases:
+        with pytest.raises(ConfigError, match=f"^{key}: "):
+            load_config(CONFIGS / "tiny.yaml", [override])
+    from mmdist.config import DataConfig, SourceConfig
+
+    with pytest.raises(ConfigError, match="^data.classification.options: "):
+        DataConfig(classification=SourceConfig(options={"csv": "x.csv"}))
+
+
 def test_config_validates_without_importing_the_model():
     """Loading and validating a config imports no layer above config (a fresh interpreter)."""
     import subprocess

@@ -168,6 +168,10 @@ class DataConfig:
     Linux). Every method reopens the memory-mapped pool in the worker instead of copying it."""
 
     def __post_init__(self) -> None:
+        for name in ("classification", "segmentation", "unlabeled"):
+            source = getattr(self, name)
+            if source is not None:
+                source.check_at(f"data.{name}")  # the sources name their full key from here
         check(self.image_size >= 32 and self.image_size % 32 == 0, "data.image_size",
                f"must be a positive multiple of 32, got {self.image_size}")
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
