@@ -102,14 +102,8 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
-        message = str(exc)
-        # Sections validate with their own short names; prefix the path they live at.
-        if prefix and not message.startswith(prefix):
-            head = message.split(":", 1)[0]
-            if "." not in head:
-                message = f"{prefix}.{message}"
-        raise ConfigError(message) from None
+    except ConfigError as exc:  # every section names its full dotted key itself
+        raise ConfigError(str(exc)) from None
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -13,6 +13,7 @@ from typing import Literal, Optional, Union
 from mmdist.config.errors import ConfigError, check
 from mmdist.config.loss_section import LossConfig  # noqa: F401  (re-exported: its own module)
 from mmdist.config.sources import SourceConfig, SyntheticDomainConfig, UnlabeledSourceConfig
+from mmdist.config.variants import VARIANTS, resolve_saliency
 
 SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
 
@@ -20,7 +21,7 @@ SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
 @dataclass
 class ModelConfig:
     variant: str = "multimix"
-    """One of the paper's nine models (see mmdist.model.variants.VARIANTS)."""
+    """One of the paper's nine models (see mmdist.config.variants.VARIANTS)."""
     saliency: SaliencyMode = "auto"
     """Saliency bridge: 'auto' takes the variant's own (detached for the bridged variants, none
     otherwise); 'detached' is the reference code's constant decoder input; 'differentiable' keeps
@@ -38,8 +39,6 @@ class ModelConfig:
     evaluate and predict use by default."""
 
     def __post_init__(self) -> None:
-        from mmdist.model.variants import VARIANTS
-
         check(self.variant in VARIANTS, "model.variant",
                f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
         check(self.width > 0, "model.width", "must be > 0")
@@ -47,26 +46,17 @@ class ModelConfig:
         check(1.0 <= self.saliency_inner_scale <= 2.0**14, "model.saliency_inner_scale",
                "must be in [1, 16384] (fp16 overflows the seed gradient near 2**16)")
         check(0.0 <= self.ema_decay < 1.0, "model.ema_decay", "must be in [0, 1) (0 = off)")
-        spec = VARIANTS[self.variant]
-        if self.saliency in ("detached", "differentiable"):
-            check(spec.classifier and spec.decoder, "model.saliency",
-                   f"variant {self.variant!r} has no classifier and decoder to bridge; use 'none'")
+        resolve_saliency(self.variant, self.saliency)  # raises naming model.saliency
 
     @property
     def resolved_saliency(self) -> str:
         """The saliency mode in force: 'auto' resolved through the variant table."""
-        from mmdist.model.variants import VARIANTS
-
-        if self.saliency == "auto":
-            return "detached" if VARIANTS[self.variant].bridge else "none"
-        return self.saliency
+        return resolve_saliency(self.variant, self.saliency)
 
     @property
     def streams(self) -> tuple[str, ...]:
-        """The training streams the variant reads (mmdist.model.variants), so that the data
+        """The training streams the variant reads (mmdist.config.variants), so that the data
         layer loads only the pools a run reads."""
-        from mmdist.model.variants import VARIANTS
-
         return VARIANTS[self.variant].streams
 
 
@@ -97,12 +87,14 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         for name in ("classification_labeled", "segmentation_labeled"):
             value = getattr(self, name)
-            check(value == "full" or (isinstance(value, int) and value >= 1), name,
+            check(value == "full" or (isinstance(value, int) and value >= 1), f"data.budget.{name}",
                    f"must be a positive integer or 'full', got {value!r}")
         for prefix in ("", "segmentation_"):
             val, test = getattr(self, prefix + "val_fraction"), getattr(self, prefix + "test_fraction")
-            check(val is None or 0 < val < 0.5, prefix + "val_fraction", "must be in (0, 0.5)")
-            check(test is None or 0 <= test < 0.5, prefix + "test_fraction", "must be in [0, 0.5)")
+            check(val is None or 0 < val < 0.5, f"data.budget.{prefix}val_fraction",
+                  "must be in (0, 0.5)")
+            check(test is None or 0 <= test < 0.5, f"data.budget.{prefix}test_fraction",
+                  "must be in [0, 0.5)")
 
     def fractions(self, task: str) -> tuple[float, float]:
         """(val_fraction, test_fraction) of ``task``'s source ('classification' or
@@ -139,10 +131,11 @@ class AugmentConfig:
     """Probability of each appearance op (data.augment.seg_appearance)."""
 
     def __post_init__(self) -> None:
-        check(1 <= self.strong_ops <= 14, "strong_ops", "must be in [1, 14]")
+        check(1 <= self.strong_ops <= 14, "data.augment.strong_ops", "must be in [1, 14]")
         check(self.threads >= 1, "data.augment.threads", "must be >= 1")
-        check(1 <= self.strong_magnitude <= 10, "strong_magnitude", "must be in [1, 10]")
-        check(0 <= self.pad_fraction <= 0.5, "pad_fraction", "must be in [0, 0.5]")
+        check(1 <= self.strong_magnitude <= 10, "data.augment.strong_magnitude",
+              "must be in [1, 10]")
+        check(0 <= self.pad_fraction <= 0.5, "data.augment.pad_fraction", "must be in [0, 0.5]")
         check(0 <= self.appearance_p <= 1, "data.augment.appearance_p", "must be in [0, 1]")
 
 
@@ -175,6 +168,10 @@ class DataConfig:
     Linux). Every method reopens the memory-mapped pool in the worker instead of copying it."""
 
     def __post_init__(self) -> None:
+        for name in ("classification", "segmentation", "unlabeled"):
+            source = getattr(self, name)
+            if source is not None:
+                source.check_at(f"data.{name}")  # the sources name their full key from here
         check(self.image_size >= 32 and self.image_size % 32 == 0, "data.image_size",
                f"must be a positive multiple of 32, got {self.image_size}")
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1")

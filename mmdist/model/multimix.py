@@ -11,7 +11,7 @@ from torch import nn
 
 from mmdist.model.blocks import ClassifierHead, Decoder, Encoder, scaled_channels
 from mmdist.model.saliency import input_saliency
-from mmdist.model.variants import VARIANTS, VariantSpec
+from mmdist.config.variants import VARIANTS, VariantSpec, resolve_saliency
 
 
 @dataclass
@@ -49,10 +49,7 @@ class MultiMixNet(nn.Module):
                  dropout: float = 0.25, saliency_inner_scale: float = 1024.0):
         super().__init__()
         spec: VariantSpec = VARIANTS[variant]
-        if saliency == "auto":
-            saliency = "detached" if spec.bridge else "none"
-        if saliency != "none" and not (spec.classifier and spec.decoder):
-            raise ValueError(f"variant {variant!r} cannot carry a saliency bridge")
+        saliency = resolve_saliency(variant, saliency)  # ConfigError (a ValueError) if no bridge
         self.spec = spec
         self.saliency_mode = saliency
         self.saliency_inner_scale = saliency_inner_scale
