@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from mmdist.config.variants import VARIANTS, resolve_saliency
 from mmdist.engine import checkpoint as ckpt
 
 MUST_MATCH = ("model.variant", "model.width", "model.saliency", "data.image_size")
@@ -76,15 +77,10 @@ def _dotted(tree: dict, key: str):
 
 def _resolved_saliency(tree: dict) -> Optional[str]:
     """model.saliency with 'auto' resolved for the variant (so 'auto' and its meaning match)."""
-    value = _dotted(tree, "model.saliency")
-    if value != "auto":
+    value, variant = _dotted(tree, "model.saliency"), _dotted(tree, "model.variant")
+    if value != "auto" or variant not in VARIANTS:
         return value
-    from mmdist.model.variants import VARIANTS
-
-    spec = VARIANTS.get(_dotted(tree, "model.variant"))
-    if spec is None:
-        return value
-    return "detached" if spec.bridge else "none"  # as ModelConfig.resolved_saliency
+    return resolve_saliency(variant, value)
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
