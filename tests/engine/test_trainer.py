@@ -117,8 +117,12 @@ def test_every_variant_trains(tmp_path, variant):
     if spec.classifier:
         expected |= {"ce"} | {"fixmatch": {"fixmatch", "mask_ratio"}, "mixmatch": {"mixmatch_u"},
                               "none": set()}[spec.ssl]
+    unlabeled = spec.unlabeled_seg_loss(config.losses)
     if spec.decoder:
-        expected |= {"dice", "kl"} if spec.consistency else {"dice"}
+        expected |= {"dice"} | {"kl": {"kl"}, "w2s": {"w2s", "w2s_strong", "w2s_kept"},
+                                None: set()}[unlabeled]
+        if unlabeled == "w2s" and config.losses.w2s_feature_dropout:
+            expected.add("w2s_fp")
     assert _train_scalars(run) == expected
     trained = _trained_state(run, 2)
     parts = {name.split(".")[0] for name in trained}
