@@ -92,7 +92,7 @@ def test_fp16_on_cpu_deepspeed_is_refused_at_load():
     with pytest.raises(ConfigError, match="DeepSpeed refuses fp16 on CPU"):
         load_config(TINY, ["engine.strategy=deepspeed", "engine.device=cpu",
                            "engine.precision=fp16",
-                           f"engine.deepspeed_config={REPO}/configs/deepspeed/zero1.json"])
+                           f"engine.deepspeed_config={REPO}/configs/deepspeed/zero0.json"])
     # The same on DDP is fine (CPU autocast runs fp16).
     load_config(TINY, ["engine.strategy=ddp", "engine.device=cpu", "engine.precision=fp16"])
 

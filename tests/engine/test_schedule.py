@@ -50,7 +50,8 @@ def test_a_global_batch_that_does_not_divide_is_refused():
 
 def test_max_steps_and_max_epochs_together_name_both_keys():
     with pytest.raises(ConfigError) as info:
-        load_config(TINY, ["trainer.max_epochs=3"])  # tiny.yaml sets max_steps
+        # Both on the command line (one on the command line replaces the file's other one).
+        load_config(TINY, ["trainer.max_epochs=3", "trainer.max_steps=5"])
     assert "trainer.max_steps" in str(info.value) and "trainer.max_epochs" in str(info.value)
 
 
