@@ -109,7 +109,7 @@ def measure(args, k: int) -> dict:
         runs.append(json.loads(out.strip().splitlines()[-1]))
     for run in runs:
         run["img_per_s"] = run["images_per_step"] / run["step_s_median"]
-    return {"runs": k, "threads_per_run": threads,
+    return {"runs": k, "threads_per_run": threads, "images_per_step": runs[0]["images_per_step"],
             "step_s_median": statistics.median(r["step_s_median"] for r in runs),
             "img_per_s_per_run": [r["img_per_s"] for r in runs],
             "img_per_s_aggregate": sum(r["img_per_s"] for r in runs),

@@ -132,10 +132,12 @@ class PackJob(Checkpointable):
                                                                     "resume": True}},
                                     "cpus": list(share.cpus), "evaluate": self.evaluate,
                                     "memory_fraction": self.memory_fraction}))
+        on_cpu = tree.get("engine", {}).get("device") == "cpu"
+        gpu = "no GPU (engine.device cpu)" if on_cpu else \
+            f"at most {self.memory_fraction:.3f} of the GPU's memory"
         with open(log_dir / f"{name}.log", "a") as log:
             log.write(f"pack: run {name} on CPUs {list(share.cpus)}, {share.threads} torch "
-                      f"threads, GPU memory share {self.memory_fraction:.3f}, restart "
-                      f"{os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
+                      f"threads, {gpu}, restart {os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
             log.flush()
             return subprocess.Popen([sys.executable, "-m", "mmdist.launch.pack", str(plan)],
                                     stdout=log, stderr=subprocess.STDOUT, env=_child_env(share))
