@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.spec:
         parser.error("give a sweep spec, or --collect SWEEP_DIR")
+    if args.pack_result and not args.dry_run:
+        parser.error("--pack-result prices a spec: use it with --dry-run")
 
     from mmdist.launch.submit import follow, slurm_unreachable
     from mmdist.launch.sweep import load_spec, submit_sweep, sweep_statuses

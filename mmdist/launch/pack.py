@@ -159,8 +159,12 @@ class PackJob(Checkpointable):
             for index, (name, tree) in enumerate(self.runs):
                 if run_completed(Path(tree["output_dir"]), self.evaluate):
                     ends[name] = "completed"
-                else:
+                    continue
+                try:
                     children[name] = self._start(index, name, tree, cpus)
+                except OSError as exc:  # this run cannot start; its neighbours still train
+                    print(f"pack: run {name} did not start: {exc}", file=sys.stderr)
+                    ends[name] = "failed"
             for name, child in children.items():
                 code = child.wait()
                 ends[name] = EXIT_STATUS.get(code, "failed")
