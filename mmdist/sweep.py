@@ -10,9 +10,9 @@ under several budgets (U-Net ignores |D_l^c|, the encoder-only models |D_l^s|) r
 ``--dry-run`` lists the runs, their state and the cells each stands for, with the jobs the spec's
 slurm.runs_per_gpu (K) makes and their GPU-hours: from ``estimate.seconds_per_step`` (S, one run
 alone) at K = 1, from ``estimate.seconds_per_step_packed`` (S_K) or ``--pack-result FILE`` (a
-``python -m mmdist.bench pack`` result) at K > 1 (mmdist.launch.cost). ``--collect`` writes SWEEP_DIR/table.md and
-SWEEP_DIR/table.csv over the spec's cells (those recorded in SWEEP_DIR/sweep.json, or those of a
-spec given instead of SWEEP_DIR): mean ± std over seeds per (model, |D_l^c|, |D_l^s|) cell, with
+``python -m mmdist.bench pack`` result) at K > 1 (mmdist.launch.cost). ``--collect`` writes
+SWEEP_DIR/table.md and SWEEP_DIR/table.csv over the spec's cells (those recorded in
+SWEEP_DIR/sweep.json, or those of a spec given instead of SWEEP_DIR): mean ± std over seeds per (model, |D_l^c|, |D_l^s|) cell, with
 t-tests against MultiMix (mmdist.evaluation.tables). A run evaluated with
 ``python -m mmdist.evaluate`` contributes its test-set metrics (eval/metrics.json); otherwise its
 final validation accuracy and Dice from summary.json (test sets 'val_classification' and

@@ -86,8 +86,8 @@ def estimate_lines(spec, statuses: dict[str, str], pack_result: Optional[str] = 
         per = (f"{packed:g} s/step x steps per run x {max(gpus, 1)} GPU per run" if k == 1 else
                f"S_K = {packed:g} s/step per run with {k} sharing a GPU, from {source}; "
                f"longest run's steps x S_K per job")
-        lines += [f"estimate:    {hours(spec.runs, k, packed):.1f} {unit} for {len(spec.runs)} runs "
-                  f"({per}); not completed: {hours(left, k, packed):.1f} for {len(left)} runs"]
+        lines += [f"estimate:    {hours(spec.runs, k, packed):.1f} {unit} for {len(spec.runs)} "
+                  f"runs ({per}); not completed: {hours(left, k, packed):.1f} for {len(left)} runs"]
     if k > 1 and spec.seconds_per_step is not None:
         alone = hours(spec.runs, 1, spec.seconds_per_step)
         line = (f"             one run per GPU instead (S = {spec.seconds_per_step:g} s/step): "
