@@ -25,9 +25,10 @@ T = max(1, C - W), W the run's batch processes and threads (``data.workers``, pl
 ``data.augment.threads`` with the DALI backend): each of them keeps a core busy too.
 ``trainer.threads`` > 0 is kept as given. GPU: the torch allocator of each run is capped at
 ``SlurmOptions.memory_fraction_per_run`` (torch.cuda.set_per_process_memory_fraction), and DALI
-allocates through cudaMallocAsync (DALI_USE_CUDA_MALLOC_ASYNC=1: blocks DALI frees go back to
-the device instead of staying in DALI's own pool, which otherwise only grows; DALI has no size
-cap of its own) so that K pipelines fit beside K models.
+allocates through cudaMallocAsync (DALI_USE_CUDA_MALLOC_ASYNC=1: blocks DALI frees go to CUDA's
+stream-ordered pool, which the driver can release, instead of staying in DALI's own pool, which
+only grows until ReleaseUnusedMemory; DALI 2.4 has no size cap) so that K pipelines fit beside K
+models. Not yet measured on a GPU.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ def _child_env(share: RunShare) -> dict[str, str]:
                MASTER_PORT=str(free_port()), OMP_NUM_THREADS=str(share.threads),
                PYTHONUNBUFFERED="1")
     env.pop("SLURM_CPUS_PER_TASK", None)  # the task's CPUs, not this run's: threads come from OMP
-    env.setdefault("DALI_USE_CUDA_MALLOC_ASYNC", "1")
+    # DALI documents cudaMallocAsync as incompatible with DALI_USE_DEVICE_MEM_POOL=0 and with an
+    # explicit DALI_USE_VMM=1: a user who set either keeps DALI's pool as configured.
+    if env.get("DALI_USE_DEVICE_MEM_POOL") != "0" and env.get("DALI_USE_VMM") != "1":
+        env.setdefault("DALI_USE_CUDA_MALLOC_ASYNC", "1")
     # The children import the same mmdist as this process, wherever the job was started.
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
