@@ -99,6 +99,13 @@ estimate: {seconds_per_step: 0.2, seconds_per_step_packed: 0.3}
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert str(result) in err and "measured runs [1, 4], not the spec's slurm.runs_per_gpu 2" in err
 
+    # A result file prices a spec; it means nothing to a submission.
+    with pytest.raises(SystemExit):
+        run_sweep(capsys, str(path), "--output-dir", str(tmp_path / "s"), "--pack-result",
+                  str(result))
+    assert "--pack-result prices a spec: use it with --dry-run" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
     # Without S_K the packed price is not guessed; the unpacked one is still shown.
     path.write_text(path.read_text().replace(", seconds_per_step_packed: 0.3", ""))
     code, out, err = run_sweep(capsys, str(path), "--dry-run", "--output-dir", str(tmp_path / "s"))
