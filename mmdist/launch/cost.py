@@ -50,7 +50,8 @@ def estimate_lines(spec, statuses: dict[str, str], pack_result: Optional[str] = 
     gpus = spec.slurm.nodes * spec.slurm.gpus_per_node
     unit = "GPU-hours" if gpus else "job-hours (the spec asks for no GPUs)"
     jobs = len(_packs(spec.runs, k))
-    lines = [f"jobs:        {jobs} array tasks of {k} run{'s' if k > 1 else ''} each, "
+    up_to = "up to " if len(spec.runs) % k else ""
+    lines = [f"jobs:        {jobs} array tasks of {up_to}{k} run{'s' if k > 1 else ''} each, "
              f"{max(gpus, 1) if gpus else 0} GPU each, at most {spec.slurm.array_parallelism} "
              "at once"]
     packed, source = spec.seconds_per_step_packed, "the spec's estimate.seconds_per_step_packed"

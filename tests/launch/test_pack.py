@@ -77,7 +77,7 @@ estimate: {seconds_per_step: 0.2, seconds_per_step_packed: 0.3}
     path = write_spec(tmp_path, spec_text)
     code, out, err = run_sweep(capsys, str(path), "--dry-run", "--output-dir", str(tmp_path / "s"))
     assert code == 0, err
-    assert "jobs:        3 array tasks of 2 runs each, 1 GPU each, at most 3 at once" in out
+    assert "jobs:        3 array tasks of up to 2 runs each, 1 GPU each, at most 3 at once" in out
     packed = 3 * 1000 * 0.3 / 3600
     alone = 5 * 1000 * 0.2 / 3600
     assert f"estimate:    {packed:.1f} GPU-hours for 5 runs (S_K = 0.3 s/step per run with 2 " \
