@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast gpu-check system-deps clean
 
@@ -11,13 +10,26 @@ STAMP := $(VENV)/.installed
 system-deps:
 	@bash scripts/system_deps.sh
 
+# The CUDA major version the node's NVIDIA driver supports (nvidia-smi's "CUDA Version"): 13 (the
+# default, PyPI's torch and nvidia-dali-cuda130) or 12 (torch from PyTorch's CUDA 12.8 index and
+# nvidia-dali-cuda120). `make CUDA=12 test`. A run started with the wrong build says so in one line.
+CUDA ?= 13
+TORCH_INDEX_13 :=
+TORCH_INDEX_12 := --index-url https://download.pytorch.org/whl/cu128
+TORCH_INDEX ?= $(TORCH_INDEX_$(CUDA))
+# One stamp per build: switching CUDA reinstalls torch and DALI.
+STAMP := $(VENV)/.installed-cuda$(CUDA)
+
 $(STAMP): pyproject.toml
+	@case "$(CUDA)" in 12|13) ;; *) echo "CUDA=$(CUDA): choose 12 or 13" >&2; exit 2;; esac
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch and torchvision first, pinned as a pair (PyPI's torchvision fails beside other torch builds).
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 $(TORCH_INDEX)
+	# One DALI build only: the other one's files would overwrite it (same nvidia.dali module).
+	$(PY) -m pip uninstall -q -y nvidia-dali-cuda$(if $(filter 12,$(CUDA)),130,120) 2>/dev/null || true
+	$(PY) -m pip install -q -e '.[test,cuda$(CUDA)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +43,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not slurm" $(PYTEST_ARGS)
 
 # GPU acceptance (mmdist/gpucheck): the project as it is, with the machine's own Python and torch
-# (>= 2.11); no venv, no install, no download. A table and DIR/gpucheck.json; non-zero on failure.
+# (>= 2.11); no venv, no install, no download. At most six minutes on one GPU; a table and
+# DIR/gpucheck.json (written row by row). Exit 0 passed, 1 a row FAILED, 3 nothing verified (no GPU).
 GPUCHECK_OUT ?= runs/gpucheck
 gpu-check:
 	PYTHONPATH=. $(PYTHON) -m mmdist.gpucheck --out $(GPUCHECK_OUT)

@@ -1,4 +1,5 @@
-"""Entry point: ``python -m mmdist.predict CHECKPOINT IMAGE... [--out DIR]`` (see mmdist.evaluation.predict)."""
+"""Entry point: ``python -m mmdist.predict RUN_DIR|CHECKPOINT|EXPORTED_FILE IMAGE_OR_FOLDER...
+[--out DIR] [--saliency-scale per-image|shared]`` (see mmdist.evaluation.predict)."""
 
 import sys
 

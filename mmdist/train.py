@@ -18,15 +18,16 @@ USAGE_ERROR = 2
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the input's fault and say so in one line: bad config, missing or broken
-    dataset, a launch that does not fit the engine settings, rank variables, a missing or
-    unreadable checkpoint."""
+    dataset, a launch that does not fit the engine settings, rank variables, a device that is not
+    there, a missing, unreadable or foreign checkpoint, a used output_dir."""
     from mmdist.data.records import DatasetError
     from mmdist.engine.checkpoint import CheckpointError
+    from mmdist.engine.devices import DeviceError
     from mmdist.engine.distributed import RankDiscoveryError
     from mmdist.engine.strategies import LaunchError
 
     return (ConfigError, DatasetError, LaunchError, RankDiscoveryError, CheckpointError,
-            FileNotFoundError)
+            DeviceError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,21 +41,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    from mmdist.engine.console import resume_hint
+    from mmdist.engine.sync_points import TooManySkippedSteps
     from mmdist.engine.trainer import Trainer
 
+    trainer = None
     try:
         trainer = Trainer(config)
         trainer.install_signal_handlers()
         summary = trainer.fit()
-    except user_errors() as exc:
+        if trainer.strategy.is_main:
+            print(f"run directory: {config.output_dir}")
+            print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
+            print(f"summary:       {config.output_dir}/summary.json")
+            print(json.dumps(summary, sort_keys=True))
+            if summary["status"] != "completed":
+                print(resume_hint(config.output_dir, summary["steps"]), file=sys.stderr)
+    except (*user_errors(), TooManySkippedSteps) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    if trainer.strategy.is_main:
-        print(f"run directory: {config.output_dir}")
-        print(f"TensorBoard:   tensorboard --logdir {config.output_dir}/tb")
-        print(f"summary:       {config.output_dir}/summary.json")
-        print(json.dumps(summary, sort_keys=True))
-    trainer.strategy.close()
+    finally:
+        if trainer is not None:  # on every path, exceptions included: wrapper, then group
+            trainer.close()
     return 0 if summary["status"] == "completed" else 3
 
 

@@ -82,6 +82,73 @@ def test_saliency_on_a_variant_without_bridge_parts_is_refused():
         load_config(CONFIGS / "tiny.yaml", ["model.variant=unet", "model.saliency=detached"])
 
 
+def test_the_saliency_rule_is_one_rule_for_config_and_model():
+    """'auto' resolves through the variant table, and the model refuses a bridge on a variant
+    without both heads with the config's own error, from the one rule in mmdist.config.variants."""
+    from mmdist.config.variants import VARIANTS, resolve_saliency
+    from mmdist.model import MultiMixNet
+
+    bridged = {name for name, spec in VARIANTS.items() if spec.bridge}
+    assert bridged == {"umtl_s", "umtl_ssl_s", "multimix"}
+    for name in VARIANTS:
+        config = load_config(CONFIGS / "tiny.yaml", [f"model.variant={name}"])
+        expected = "detached" if name in bridged else "none"
+        assert config.model.resolved_saliency == resolve_saliency(name, "auto") == expected
+        assert MultiMixNet(name, "auto", width=0.125).saliency_mode == expected
+    with pytest.raises(ConfigError, match="^model.saliency: variant 'enc'"):
+        MultiMixNet("enc", "differentiable", width=0.125)
+
+
+def test_sections_built_directly_name_their_full_key():
+    """The data sections that live at one path name it themselves, without the loader's help."""
+    from mmdist.config import AugmentConfig, BudgetConfig
+
+    with pytest.raises(ConfigError, match="^data.budget.classification_labeled: "):
+        BudgetConfig(classification_labeled=0)
+    with pytest.raises(ConfigError, match="^data.budget.test_fraction: "):
+        BudgetConfig(test_fraction=0.6)
+    with pytest.raises(ConfigError, match="^data.augment.strong_ops: "):
+        AugmentConfig(strong_ops=0)
+    with pytest.raises(ConfigError, match="^data.augment.pad_fraction: "):
+        AugmentConfig(pad_fraction=0.9)
+
+
+def test_sources_name_the_full_key_of_where_they_sit():
+    """A source section is validated by the section holding it, so its errors name the full key
+    (the loader passes them through untouched); the same checks at every place a source sits."""
+    cases = [
+        ("data.segmentation.domain.noise=-1", "data.segmentation.domain.noise"),
+        ("data.classification.count=3", "data.classification.count"),
+        ("data.segmentation.prepare_workers=0", "data.segmentation.prepare_workers"),
+        ("evaluation.cross_domain=[{name: a, kind: synthetic, count: 40}, "
+         "{name: b b, kind: synthetic}]", r"evaluation.cross_domain\[1\].name"),
+        ("evaluation.cross_domain=[{name: a, kind: shenzhen}]", r"evaluation.cross_domain\[0\].path"),
+        ("evaluation.cross_domain=[{name: a, domain: {gamma: 0}}]",
+         r"evaluation.cross_domain\[0\].domain.gamma"),
+    ]
+    for override, key in cases:
+        with pytest.raises(ConfigError, match=f"^{key}: "):
+            load_config(CONFIGS / "tiny.yaml", [override])
+    from mmdist.config import DataConfig, SourceConfig
+
+    with pytest.raises(ConfigError, match="^data.classification.options: "):
+        DataConfig(classification=SourceConfig(options={"csv": "x.csv"}))
+
+
+def test_config_validates_without_importing_the_model():
+    """Loading and validating a config imports no layer above config (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mmdist.config import load_config; "
+            f"load_config({str(CONFIGS / 'tiny.yaml')!r}, ['model.variant=umtl_s']); "
+            "print(sorted({m.split('.')[1] for m in sys.modules "
+            "if m.startswith('mmdist.') and m.count('.') >= 1}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['config']", out
+
+
 def test_resolved_config_round_trips(tmp_path):
     config = load_config(CONFIGS / "tiny.yaml", ["data.budget.classification_labeled=full"])
     dump_config(config, tmp_path / "config.yaml")
@@ -128,3 +195,23 @@ def test_unlabeled_pool_keys_are_checked():
         load_config(CONFIGS / "tiny.yaml", ["data.unlabeled={kind: synthetic, holdout_fractoin: 0.1}"])
     with pytest.raises(ConfigError, match="^data.unlabeled.path: kind 'nih' needs a dataset path"):
         load_config(CONFIGS / "tiny.yaml", ["data.unlabeled={kind: nih}"])
+
+
+def test_run_length_on_the_command_line_wins_over_the_file(tmp_path):
+    """A recipe that counts epochs takes trainer.max_steps=N (and one that counts steps takes
+    trainer.max_epochs=N) without a second override; both in one file, or both on the command
+    line, stay an error."""
+    recipe = CONFIGS / "paper" / "subset.yaml"
+    assert load_config(recipe).trainer.max_epochs == 100
+    steps = load_config(recipe, ["trainer.max_steps=20"]).trainer
+    assert (steps.max_steps, steps.max_epochs) == (20, None)
+    epochs = load_config(CONFIGS / "tiny.yaml", ["trainer.max_epochs=2"]).trainer
+    assert (epochs.max_steps, epochs.max_epochs) == (None, 2)
+    with pytest.raises(ConfigError, match=r"trainer.max_steps \(20\) and trainer.max_epochs \(3\)"):
+        load_config(recipe, ["trainer.max_steps=20", "trainer.max_epochs=3"])
+    both = tmp_path / "both.yaml"
+    both.write_text("trainer:\n  max_steps: 20\n  max_epochs: 3\n")
+    with pytest.raises(ConfigError, match="are both set"):
+        load_config(both)
+    # null on the command line changes nothing else: the file's epochs stay
+    assert load_config(recipe, ["trainer.max_steps=null"]).trainer.max_epochs == 100

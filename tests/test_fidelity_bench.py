@@ -1,5 +1,6 @@
-"""The fidelity benchmark on the real subsets: a small run of it writes its table, and its
-premise holds: a budget's checkpoint of the longer run is the shorter run itself."""
+"""The fidelity benchmark: its table (seed-paired t-tests) on made-up results, and on the real
+subsets a small run of it writes that table, and its premise holds: a budget's checkpoint of the
+longer run is the shorter run itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,11 +17,59 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 NEEDED = ("kermany-pneumonia-224", "shenzhen-lungseg", "montgomery-lungseg")
 
-pytestmark = pytest.mark.skipif(
+needs_data = pytest.mark.skipif(
     not all((DATA / name / "labels.csv").is_file() for name in NEEDED),
     reason=f"the real subsets are not at {DATA} ({', '.join(NEEDED)})")
 
 
+def _result(arm: str, seed: int, dice: float, acc: float | None = None) -> dict:
+    """A made-up run: the same scores at every weights and budget except raw@4 (dice + 0.1)."""
+    scores = {}
+    for weights in ("raw", "ema", "selected"):
+        for budget in (2, 4):
+            entry = {"step": budget, "Shenzhen Dice": dice + (0.1 if (weights, budget) == ("raw", 4) else 0)}
+            if acc is not None:
+                entry["Kermany acc"] = acc
+            scores[f"{weights}@{budget}"] = entry
+    return {"arm": arm, "seed": seed, "scores": scores}
+
+
+def test_table_pairs_seeds_and_tests_them():
+    """Mean ± std over seeds, and the paired t-test against multimix on the same seeds: results
+    listed in another seed order are paired by seed, a seed the reference lacks is averaged but
+    not paired, a metric an arm lacks is '-'."""
+    from scipy import stats
+
+    from mmdist.bench.fidelity import _table
+
+    reference = {0: 0.70, 1: 0.80, 2: 0.75}
+    unet = {2: 0.71, 0: 0.69, 1: 0.76, 3: 0.50}  # seed 3: no reference run to pair with
+    results = [_result("multimix detached", s, d, acc=0.6 + s / 100) for s, d in reference.items()]
+    results += [_result("unet", s, d) for s, d in unet.items()]
+    text, rows = _table(results, [2, 4])
+    row = next(r for r in rows if (r["arm"], r["weights"], r["steps"]) == ("unet", "ema", 2))
+    dice = row["Shenzhen Dice"]
+    assert dice["values"] == [0.69, 0.76, 0.71, 0.50]  # by seed
+    assert dice["mean"] == pytest.approx(np.mean([0.69, 0.76, 0.71, 0.50]))
+    assert dice["std"] == pytest.approx(np.std([0.69, 0.76, 0.71, 0.50], ddof=1))
+    # Paired by seed (0, 1, 2): differences -0.01, -0.04, -0.04, by hand.
+    differences = np.array([0.69 - 0.70, 0.76 - 0.80, 0.71 - 0.75])
+    t = differences.mean() / (differences.std(ddof=1) / np.sqrt(3))
+    p = 2 * stats.t.sf(abs(t), df=2)
+    assert dice["p_vs_reference"] == pytest.approx(p, rel=1e-9)
+    unpaired = stats.ttest_rel([0.71, 0.69, 0.76], [0.70, 0.80, 0.75]).pvalue  # listing order
+    assert abs(unpaired - p) > 0.05  # so pairing by position would have failed above
+    assert "Kermany acc" not in row and "p_vs_reference" not in next(
+        r for r in rows if r["arm"] == "multimix detached")["Shenzhen Dice"]
+    # The same row in Markdown, and raw@4 is its own row (each budget and weights scored apart).
+    assert (f"| unet | ema | 2 | {dice['mean']:.3f} ± {dice['std']:.3f} (p={p:.2f}) | - | - | - |"
+            in text.splitlines())
+    raw4 = next(r for r in rows if (r["arm"], r["weights"], r["steps"]) == ("unet", "raw", 4))
+    assert raw4["Shenzhen Dice"]["mean"] == pytest.approx(dice["mean"] + 0.1)
+    assert len(rows) == 2 * 3 * 2  # arms x weights x budgets
+
+
+@needs_data
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_small_fidelity_run_scores_every_arm_budget_and_weights(tmp_path):

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -87,3 +89,145 @@ def test_mixmatch_parts():
     p = torch.softmax(logits, 1)
     assert lu.item() == pytest.approx(((p - target) ** 2).mean().item())
     assert L.linear_rampup(5, 10) == 0.5 and L.linear_rampup(50, 10) == 1.0
+
+
+# ---- weak-to-strong segmentation consistency (mmdist.losses.w2s) ----------------------------
+from mmdist.config import LossConfig  # noqa: E402
+from mmdist.losses import w2s as W  # noqa: E402
+
+
+def test_a_pseudo_mask_pixel_below_the_threshold_contributes_nothing():
+    torch.manual_seed(0)
+    weak = torch.randn(2, 1, 8, 8) * 3  # confidences spread over [0.5, 1)
+    strong = torch.randn(2, 1, 8, 8, requires_grad=True)
+    pseudo, confidence = W.pseudo_masks(weak)
+    loss, kept = W.masked_pseudo_bce(strong, pseudo, confidence, 0.9)
+    loss.backward()
+    below = confidence < 0.9
+    assert below.any() and (~below).any()
+    assert torch.all(strong.grad[below] == 0)  # neither gradient ...
+    assert torch.all(strong.grad[~below] != 0)
+    moved = strong.detach().clone()
+    moved[below] += 100.0  # ... nor loss, whatever the strong view predicts there
+    assert W.masked_pseudo_bce(moved, pseudo, confidence, 0.9)[0] == pytest.approx(loss.item())
+    assert kept.item() == pytest.approx((~below).float().mean().item())
+    # The mean is over all pixels (UniMatch): a kept pixel's BCE divided by the pixel count.
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(strong.detach(), pseudo, reduction="none")
+    assert loss.item() == pytest.approx(bce[~below].sum().item() / bce.numel(), rel=1e-5)
+
+
+def test_cutmix_moves_the_pseudo_mask_with_the_image():
+    """Image i is the constant c_i; the weak view says images 0 and 2 are all foreground, 1 and 3
+    all background. A strong prediction that is right pixel by pixel for the image content it
+    shows has (almost) no loss only if the target was mixed with the same boxes."""
+    torch.manual_seed(3)
+    config = LossConfig(w2s_cutmix_p=1.0, w2s_appearance_p=0.0)
+    values = torch.tensor([-0.75, -0.25, 0.25, 0.75])
+    weak = values[:, None, None, None].expand(4, 1, 32, 32).clone()
+    views = W.strong_views(weak, config)
+    assert views.box.any(dim=(1, 2, 3)).all()  # p = 1: every image got a box
+    foreground = torch.tensor([True, False, True, False])
+    # Each strong pixel shows exactly one source image, whose value says which.
+    source = (views.images[..., None] - values).abs().argmin(-1)
+    assert torch.equal(source, torch.where(views.box, views.partner[:, None, None, None],
+                                           torch.arange(4)[:, None, None, None]))
+    weak_logits = torch.where(foreground, 8.0, -8.0)[:, None, None, None].expand(4, 1, 32, 32)
+    right = torch.where(foreground[source], 8.0, -8.0)
+    terms = W.w2s_losses(right, weak_logits, views, None, threshold=0.95)
+    assert terms["w2s"].item() < 1e-3 and terms["w2s_kept"].item() == 1.0
+    unmixed = W.StrongViews(views.images, torch.zeros_like(views.box), views.partner)
+    assert W.w2s_losses(right, weak_logits, unmixed, None, 0.95)["w2s"].item() > 0.1
+
+
+def test_cutmix_boxes_follow_unimatch_sizes_and_p():
+    torch.manual_seed(0)
+    boxes = W.cutmix_boxes(400, 64, p=1.0)
+    area = boxes.float().mean(dim=(1, 2, 3))
+    assert area.min() >= 0.015 and area.max() <= 0.41  # 2-40 % of the image, floored sides
+    assert 0.17 < area.mean() < 0.25  # uniform area: mean near 21 %
+    assert not W.cutmix_boxes(50, 64, p=0.0).any()
+
+
+def test_strong_view_without_perturbation_is_the_weak_view_and_the_fp_stream_averages():
+    weak = torch.rand(3, 1, 32, 32) * 2 - 1
+    views = W.strong_views(weak, LossConfig(w2s_cutmix_p=0.0, w2s_appearance_p=0.0))
+    assert torch.allclose(views.images, weak, atol=1e-6)
+    logits, weak_logits, fp = (torch.randn(3, 1, 32, 32) * 4 for _ in range(3))
+    terms = W.w2s_losses(logits, weak_logits, views, fp, threshold=0.6)
+    assert terms["w2s"].item() == pytest.approx((terms["w2s_strong"] + terms["w2s_fp"]).item() / 2)
+
+
+# ---- pseudo-label thresholds and distribution alignment (mmdist.losses.pseudo_label) ---------
+CONFIDENCE_SEQUENCE = [  # three steps of made-up weak-view probabilities, 3 classes
+    [[0.9, 0.05, 0.05], [0.2, 0.65, 0.15], [0.4, 0.3, 0.3], [0.1, 0.1, 0.8]],
+    [[0.6, 0.3, 0.1], [0.05, 0.9, 0.05], [0.34, 0.33, 0.33], [0.2, 0.2, 0.6]],
+    [[0.99, 0.005, 0.005], [0.5, 0.45, 0.05], [0.1, 0.85, 0.05], [0.3, 0.3, 0.4]],
+]
+
+
+def test_freematch_threshold_follows_its_definition():
+    """FreeMatch eq. 4-6, by hand: tau_t = m tau + (1-m) mean max q; p_t = m p + (1-m) mean q;
+    class threshold p_t(c) / max p_t * tau_t; a prediction is kept when max q >= its class's."""
+    m, k = 0.7, 3
+    labeler = L.PseudoLabeler("freematch", momentum=m, num_classes=k)
+    tau, p = 1.0 / k, np.full(k, 1.0 / k)
+    for step in CONFIDENCE_SEQUENCE:
+        q = np.array(step)
+        tau = m * tau + (1 - m) * q.max(1).mean()
+        p = m * p + (1 - m) * q.mean(0)
+        class_tau = p / p.max() * tau
+        expected = (q.max(1) >= class_tau[q.argmax(1)]).astype(np.float32)
+        pseudo, weight, terms = labeler(torch.tensor(q).log().float())
+        assert pseudo.tolist() == q.argmax(1).tolist()
+        assert weight.tolist() == expected.tolist()
+        assert labeler.tau.item() == pytest.approx(tau, rel=1e-5)
+        assert labeler.p_model.numpy() == pytest.approx(p, rel=1e-5)
+        assert terms["threshold"].item() == pytest.approx(class_tau.mean(), rel=1e-5)
+    # Adaptive: early on (tau near 1/C) it keeps a 0.65-confident prediction a fixed 0.7 drops.
+    first = L.PseudoLabeler("freematch", momentum=m, num_classes=k)
+    assert first(torch.tensor(CONFIDENCE_SEQUENCE[0]).log())[1][1].item() == 1.0
+
+
+def test_softmatch_weight_is_a_truncated_gaussian_of_the_running_confidence():
+    m = 0.5
+    labeler = L.PseudoLabeler("softmatch", momentum=m, num_classes=3)
+    q = np.array(CONFIDENCE_SEQUENCE[0])
+    _, weight, _ = labeler(torch.tensor(q).log().float())
+    conf = q.max(1)
+    mu = m / 3 + (1 - m) * conf.mean()
+    var = m * 1.0 + (1 - m) * conf.var(ddof=1)
+    expected = np.where(conf >= mu, 1.0, np.exp(-(conf - mu) ** 2 / (2 * var / 4)))
+    assert weight.numpy() == pytest.approx(expected, rel=1e-5)
+    assert labeler.mu.item() == pytest.approx(mu) and labeler.var.item() == pytest.approx(var)
+
+
+def test_distribution_alignment_moves_predictions_toward_the_labeled_prior():
+    labeler = L.PseudoLabeler("fixed", tau=0.0, dist_align=True, momentum=0.9, num_classes=2)
+    # The model predicts class 0 for everything; the labeled batch is 3:1 for class 1.
+    q = torch.tensor([[0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.9, 0.1]])
+    targets = torch.tensor([1, 1, 1, 0])
+    pseudo, _, _ = labeler(q.log(), targets)
+    target = (np.array([1, 3]) + 1) / 6  # add-one smoothed class frequency
+    aligned = q.numpy() * target / q.numpy().mean(0)
+    aligned /= aligned.sum(1, keepdims=True)
+    assert pseudo.tolist() == aligned.argmax(1).tolist() == [1, 1, 1, 0]  # raw argmax: all 0
+    assert labeler.da_target.numpy() == pytest.approx(target)
+    # The next batch updates both by EMA (momentum 0.9).
+    labeler(q.log(), torch.tensor([0, 0, 0, 0]))
+    assert labeler.da_target.numpy() == pytest.approx(0.9 * target + 0.1 * np.array([5, 1]) / 6)
+
+
+def test_threshold_state_round_trips_exactly():
+    a = L.PseudoLabeler("freematch", momentum=0.9, dist_align=True, num_classes=3)
+    for step in CONFIDENCE_SEQUENCE[:2]:
+        a(torch.tensor(step).log(), torch.tensor([0, 1, 2]))
+    b = L.PseudoLabeler("freematch", momentum=0.9, dist_align=True, num_classes=3)
+    b.load_state_dict(a.state_dict())
+    last = torch.tensor(CONFIDENCE_SEQUENCE[2]).log()
+    wa, wb = a(last, torch.tensor([1]))[1], b(last, torch.tensor([1]))[1]
+    assert torch.equal(wa, wb)
+    for name, tensor in a.state_dict().items():
+        assert torch.equal(tensor, b.state_dict()[name]), name
+    fresh = L.PseudoLabeler("freematch", momentum=0.9, dist_align=True, num_classes=3)
+    fresh(last, torch.tensor([1]))
+    assert not torch.equal(fresh.tau, a.tau)  # the state is what made the difference

@@ -22,8 +22,8 @@ import torch
 from nvidia.dali.backend import TensorListGPU
 from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-from mmdist.augment.draws import draw_strong, draw_weak
-from mmdist.augment.dali_ops import strong_arguments, weak_arguments
+from mmdist.augment.draws import draw_appearance, draw_strong, draw_weak
+from mmdist.augment.dali_ops import appearance_arguments, strong_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
 from mmdist.augment.torch_source import TorchStepSource
 from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
@@ -34,12 +34,14 @@ _VIEW_KIND = {SEG_LABELED: "weak", SEG_UNLABELED: "weak", CLS_LABELED: "weak", C
 _UNLABELED_VIEWS = (CLS_WEAK, CLS_STRONG, CLS_WEAK2)
 
 
-def plan_reads(streams: tuple[str, ...]) -> tuple[Read, ...]:
-    """Group the streams by the images they read: the unlabeled classification views share one."""
+def plan_reads(streams: tuple[str, ...], appearance: bool = False) -> tuple[Read, ...]:
+    """Group the streams by the images they read: the unlabeled classification views share one.
+    ``appearance``: the segmentation views are 'appearance' views (weak, then the chain)."""
     reads = []
     for name in (SEG_LABELED, SEG_UNLABELED, CLS_LABELED):
         if name in streams:
-            reads.append(Read(name, ((name, "weak"),), with_mask=name == SEG_LABELED))
+            kind = "appearance" if appearance and name != CLS_LABELED else "weak"
+            reads.append(Read(name, ((name, kind),), with_mask=name == SEG_LABELED))
     views = tuple((name, _VIEW_KIND[name]) for name in _UNLABELED_VIEWS if name in streams)
     if views:
         reads.append(Read("cls_unlabeled", views))
@@ -60,7 +62,7 @@ class DaliStepSource(TorchStepSource):
         self.device = self.augment.device
         if self.device == "gpu" and not torch.cuda.is_available():
             raise ValueError("data.augment.device: 'gpu' needs a CUDA device; use 'cpu' here")
-        self.reads = plan_reads(streams)
+        self.reads = plan_reads(streams, self.augment.seg_appearance)
         self.batch_size = data_config.batch_size
 
     # ---- host side ----------------------------------------------------------------------------
@@ -89,6 +91,9 @@ class DaliStepSource(TorchStepSource):
                     inputs += strong_arguments(draws, slot, self.size)
             else:
                 inputs += weak_arguments(draw_weak(generator, count, self.size, self.augment))
+                if kind == "appearance":  # same generator, after the weak draws (torch's order)
+                    inputs += appearance_arguments(draw_appearance(
+                        generator, count, self.size, self.augment.appearance_p))
         return inputs
 
     def _callback(self, read: Read, step_of: Callable[[int], int]):

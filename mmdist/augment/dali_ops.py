@@ -21,7 +21,8 @@ import numpy as np
 from nvidia.dali import fn, types
 import nvidia.dali.math as dmath
 
-from mmdist.augment.policy import POOL, POOL_BY_NAME, affine_arguments, inverse_affine_matrix
+from mmdist.augment.policy import (APPEARANCE_INDEX, GIN_LAYERS, GIN_SLOPE, POOL, POOL_BY_NAME,
+                                   affine_arguments, inverse_affine_matrix)
 
 KINDS: tuple[str, ...] = ("identity", "warp", "autocontrast", "brightness", "contrast", "equalize",
                           "posterize", "sharpness", "solarize")
@@ -80,6 +81,26 @@ def strong_arguments(draws, slot: int, size: int) -> tuple[np.ndarray, np.ndarra
     """op_arguments of RandAugment slot ``slot`` of a batch's StrongDraws."""
     return op_arguments(draws.op[:, slot].numpy(), draws.magnitude[:, slot].numpy(),
                         draws.sign[:, slot].numpy(), draws.applied[:, slot].numpy(), size)
+
+
+def appearance_arguments(draws) -> list[np.ndarray]:
+    """AppearanceDraws of N images -> the host inputs ``appearance`` pops, in its order: gamma,
+    brightness, contrast (N,) float32; blur kernels (N, 5, 5); per GIN layer its (N, 3, 3) kernels
+    and (N,) biases; GIN alpha (N,); noise (N, S, S, 1) float32 HWC."""
+    values = draws.values.numpy()
+    out = [np.ascontiguousarray(values[:, APPEARANCE_INDEX[name]])
+           for name in ("gamma", "brightness", "contrast")]
+    out.append(draws.blur.numpy())
+    for layer in range(GIN_LAYERS):
+        out += [np.ascontiguousarray(draws.gin_weights[:, layer].numpy()),
+                np.ascontiguousarray(draws.gin_bias[:, layer].numpy())]
+    out.append(np.ascontiguousarray(values[:, APPEARANCE_INDEX["gin"]]))
+    out.append(np.ascontiguousarray(draws.noise.numpy().transpose(0, 2, 3, 1)))
+    return out
+
+
+APPEARANCE_INPUTS = 6 + 2 * GIN_LAYERS
+"""Host inputs per appearance view (len(appearance_arguments(...)))."""
 
 
 # ---- graph side ---------------------------------------------------------------------------------
@@ -145,6 +166,40 @@ def sharpness(image, factor, size: int, device: str):
     interior[1:-1, 1:-1] = 1.0
     interior = types.Constant(interior, device=device)
     return _truncate_to_uint8(x + interior * (1.0 - factor) * (smooth - x))
+
+
+def appearance(image, inputs: list, device: str):
+    """The appearance chain (mmdist.augment.policy.APPEARANCE) on a uint8 HWC view, popping its
+    APPEARANCE_INPUTS host inputs from ``inputs``; the same float32 arithmetic as the torch
+    backend's apply_appearance, rounded half up to uint8 once at the end."""
+    def arg():
+        value = inputs.pop(0)
+        return value.gpu() if device == "gpu" else value
+
+    gamma, brightness, contrast, blur = arg(), arg(), arg(), arg()
+    u = fn.cast(image, dtype=types.FLOAT) / np.float32(255.0)
+    u = dmath.pow(u, gamma) * brightness
+    mean = fn.reductions.mean(u)
+    u = mean + contrast * (u - mean)
+    u = fn.filter(u, blur, border="reflect_101")
+    x = u * np.float32(2.0) - np.float32(1.0)
+    g = x
+    zero = types.Constant(np.float32(0.0), device=device)
+    for layer in range(GIN_LAYERS):
+        kernel, bias = arg(), arg()
+        g = fn.filter(g, kernel, zero, border="constant") + bias
+        if layer < GIN_LAYERS - 1:
+            g = dmath.max(g, g * np.float32(GIN_SLOPE))
+    alpha = arg()
+    mixed = alpha * g + (np.float32(1.0) - alpha) * x
+
+    def norm(t):
+        return dmath.sqrt(fn.reductions.sum(t * t)) + np.float32(1e-6)
+
+    x = mixed * (norm(x) / norm(mixed))
+    u = (x + np.float32(1.0)) / np.float32(2.0) + arg()
+    u = dmath.clamp(u, 0.0, 1.0)
+    return fn.cast(dmath.floor(u * np.float32(255.0) + np.float32(0.5)), dtype=types.UINT8)
 
 
 def apply_pool_op(image, mask, kind, value, matrix, size: int, device: str):

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from nvidia.dali import fn, pipeline_def
 
-from mmdist.augment.dali_ops import apply_pool_op, weak_view
+from mmdist.augment.dali_ops import APPEARANCE_INPUTS, appearance, apply_pool_op, weak_view
 
 
 @dataclass(frozen=True)
 class Read:
     """One external input per step: a batch of images (and masks) read once, and the views made
-    of it. ``views`` pairs each output stream name with 'weak' or 'strong'."""
+    of it. ``views`` pairs each output stream name with 'weak', 'strong' or 'appearance' (the
+    weak view, then the appearance chain; segmentation streams with data.augment.seg_appearance)."""
 
     name: str
     views: tuple[tuple[str, str], ...]
@@ -24,8 +25,10 @@ class Read:
 
     def input_count(self, n_ops: int) -> int:
         """Inputs the host feeds: images (+ masks), then per view flip and anchor, and for a
-        strong view (kind, value, matrix) per RandAugment slot."""
-        per_view = sum(2 + (3 * n_ops if kind == "strong" else 0) for _, kind in self.views)
+        strong view (kind, value, matrix) per RandAugment slot, for an appearance view its
+        APPEARANCE_INPUTS."""
+        extra = {"weak": 0, "strong": 3 * n_ops, "appearance": APPEARANCE_INPUTS}
+        per_view = sum(2 + extra[kind] for _, kind in self.views)
         return 1 + int(self.with_mask) + per_view
 
     def output_names(self) -> list[str]:
@@ -46,6 +49,8 @@ def step_pipeline(reads: tuple[Read, ...], callbacks, size: int, n_ops: int, dev
     for read, callback in zip(reads, callbacks):
         count = read.input_count(n_ops)
         layouts = ["HWC"] * (1 + int(read.with_mask)) + [""] * (count - 1 - int(read.with_mask))
+        if any(kind == "appearance" for _, kind in read.views):
+            layouts[-1] = "HWC"  # the appearance noise field, the read's last input
         inputs = list(fn.external_source(source=callback, num_outputs=count, batch=True,
                                          batch_info=True, layout=layouts, device="cpu"))
         image = inputs.pop(0)
@@ -62,6 +67,8 @@ def step_pipeline(reads: tuple[Read, ...], callbacks, size: int, n_ops: int, dev
                     op_kind, value, matrix = inputs.pop(0), inputs.pop(0), inputs.pop(0)
                     view, view_mask = apply_pool_op(view, view_mask, op_kind, value, matrix,
                                                     size, device)
+            elif kind == "appearance":
+                view = appearance(view, inputs, device)
             outputs.append(view)
             if view_mask is not None:
                 outputs.append(view_mask)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mmdist.augment.policy import POOL, pad_pixels
+from mmdist.augment.policy import (APPEARANCE, APPEARANCE_INDEX, GIN_LAYERS, POOL, gaussian_kernels,
+                                  pad_pixels)
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,47 @@ def draw_strong(generator: torch.Generator, count: int, size: int, augment_confi
     coin = torch.rand(shape, generator=generator)
     applied = coin < 0.5 if augment_config.strong_apply == "half" else torch.ones(shape, dtype=torch.bool)
     return StrongDraws(weak=weak, op=op, magnitude=magnitude, sign=sign, applied=applied)
+
+
+@dataclass(frozen=True)
+class AppearanceDraws:
+    """Appearance parameters of N images (mmdist.augment.policy.APPEARANCE), identity values
+    where an op was drawn off: ``values`` (N, len(APPEARANCE)) float32 in the table's order;
+    blur (N, 5, 5) float32 kernels; gin_weights (N, GIN_LAYERS, 3, 3) and gin_bias
+    (N, GIN_LAYERS) float32; noise (N, 1, S, S) float32 (std already applied)."""
+
+    values: torch.Tensor
+    blur: torch.Tensor
+    gin_weights: torch.Tensor
+    gin_bias: torch.Tensor
+    noise: torch.Tensor
+
+    def value(self, name: str) -> torch.Tensor:
+        return self.values[:, APPEARANCE_INDEX[name]]
+
+
+def draw_appearance(generator: torch.Generator, count: int, size: int, p: float) -> AppearanceDraws:
+    """Appearance parameters for ``count`` images of ``size`` pixels, each op on with probability
+    ``p``. Everything is drawn whatever p is, in a fixed order, so p changes no other draw."""
+    n_ops = len(APPEARANCE)
+    on = torch.rand((count, n_ops), generator=generator) < p
+    uniform = torch.rand((count, n_ops), generator=generator, dtype=torch.float64)
+    low = torch.tensor([s.low for s in APPEARANCE], dtype=torch.float64)
+    high = torch.tensor([s.high for s in APPEARANCE], dtype=torch.float64)
+    log = torch.tensor([s.log for s in APPEARANCE])
+    linear = low + uniform * (high - low)
+    logged = torch.exp(low.log() + uniform * (high.log() - low.log())) if log.any() else linear
+    values = torch.where(log, logged, linear)
+    identity = torch.tensor([s.identity for s in APPEARANCE], dtype=torch.float64)
+    values = torch.where(on, values, identity).float()
+    weights = torch.randn((count, GIN_LAYERS, 3, 3), generator=generator)
+    one_by_one = torch.rand((count, GIN_LAYERS), generator=generator) < 0.5
+    ring = torch.ones(3, 3)
+    ring[1, 1] = 0
+    weights = torch.where(one_by_one[..., None, None] & ring.bool(), 0.0, weights)
+    bias = torch.randn((count, GIN_LAYERS), generator=generator)
+    noise = torch.randn((count, 1, size, size), generator=generator)
+    noise = noise * values[:, APPEARANCE_INDEX["noise"], None, None, None]
+    blur = torch.from_numpy(gaussian_kernels(values[:, APPEARANCE_INDEX["blur"]].numpy()))
+    return AppearanceDraws(values=values, blur=blur, gin_weights=weights, gin_bias=bias,
+                           noise=noise)

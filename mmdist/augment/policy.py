@@ -111,3 +111,49 @@ def inverse_affine_matrix(angle, translate, shear, size: int) -> np.ndarray:
     entries = np.broadcast_arrays(*[value for r0, r1 in inv
                                     for value in (r0, r1, centre - r0 * (centre + tx) - r1 * (centre + ty))])
     return np.stack(entries, -1).reshape(entries[0].shape + (2, 3))
+
+
+# ---- appearance (intensity) augmentation of the segmentation streams ------------------------
+@dataclass(frozen=True)
+class AppearanceSpec:
+    """One appearance op: drawn on with probability p (AugmentConfig.appearance_p or
+    LossConfig.w2s_appearance_p), its parameter uniform in [low, high] (log-uniform when
+    ``log``); ``identity`` is the parameter that leaves an image as it is."""
+
+    name: str
+    low: float
+    high: float
+    identity: float
+    log: bool = False
+
+
+APPEARANCE: tuple[AppearanceSpec, ...] = (
+    AppearanceSpec("gamma", 0.7, 1.5, 1.0, log=True),  # u -> u ** gamma, u in [0, 1]
+    AppearanceSpec("brightness", 0.75, 1.25, 1.0),  # u -> u * factor
+    AppearanceSpec("contrast", 0.75, 1.25, 1.0),  # u -> mean + factor * (u - mean)
+    AppearanceSpec("blur", 0.25, 1.5, 0.0),  # Gaussian sigma in pixels, BLUR_SIZE kernel, reflect-101
+    AppearanceSpec("gin", 0.0, 1.0, 0.0),  # GIN mixing weight alpha (random shallow convolution)
+    AppearanceSpec("noise", 0.0, 0.05, 0.0),  # std of additive Gaussian noise, on [0, 1]
+)
+"""Applied in this order after the weak view, on u = image / 255 in float32; the result is
+clamped to [0, 1] and rounded to uint8 once, at the end (the data streams), or kept as float (the
+weak-to-strong strong view). Intensity only: masks are never touched."""
+APPEARANCE_INDEX = {spec.name: i for i, spec in enumerate(APPEARANCE)}
+BLUR_SIZE = 5
+GIN_LAYERS = 4
+"""GIN (Ouyang et al., IEEE TMI 2022): GIN_LAYERS convolutions with N(0, 1) weights and biases,
+each 1x1 or 3x3 (drawn; a 1x1 is a 3x3 with zeros around its centre), zero padding, LeakyReLU(0.2)
+between them; alpha * GIN(x) + (1 - alpha) * x on x = 2u - 1, rescaled to x's Frobenius norm.
+One channel throughout (X-rays are grayscale; the published network mixes 2 intermediate
+channels)."""
+GIN_SLOPE = 0.2
+
+
+def gaussian_kernels(sigma: np.ndarray) -> np.ndarray:
+    """(N,) sigmas -> (N, BLUR_SIZE, BLUR_SIZE) float32 normalised Gaussian kernels; sigma 0 gives
+    the identity (a 1 at the centre)."""
+    sigma = np.asarray(sigma, dtype=np.float64).reshape(-1, 1)
+    offsets = np.arange(BLUR_SIZE) - BLUR_SIZE // 2
+    one_d = np.exp(-0.5 * (offsets[None] / np.maximum(sigma, 1e-6)) ** 2)
+    one_d /= one_d.sum(1, keepdims=True)
+    return (one_d[:, :, None] * one_d[:, None, :]).astype(np.float32)

@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from mmdist.augment.draws import WeakDraws, draw_strong, draw_weak
-from mmdist.augment.policy import POOL, POOL_BY_NAME, affine_arguments
+from mmdist.augment.draws import AppearanceDraws, WeakDraws, draw_appearance, draw_strong, draw_weak
+from mmdist.augment.policy import (BLUR_SIZE, GIN_LAYERS, GIN_SLOPE, POOL, POOL_BY_NAME,
+                                   affine_arguments)
 
 NEAREST = InterpolationMode.NEAREST
 
@@ -100,6 +102,44 @@ def apply_op(image: torch.Tensor, mask: Optional[torch.Tensor], name: str, magni
     raise KeyError(f"unknown augmentation op {name!r}")
 
 
+def apply_appearance(u: torch.Tensor, draws: AppearanceDraws) -> torch.Tensor:
+    """The appearance chain (mmdist.augment.policy.APPEARANCE, in its order) on (N, 1, H, W)
+    float32 intensities u in [0, 1], each image with its own draws (on u's device); returns the
+    same shape clamped to [0, 1]. Geometry is untouched, so masks need nothing."""
+    def per_image(name):
+        return draws.value(name).to(u.device)[:, None, None, None]
+
+    n = u.shape[0]
+    u = u.clamp(min=0.0) ** per_image("gamma")
+    u = u * per_image("brightness")
+    mean = u.mean(dim=(1, 2, 3), keepdim=True)
+    u = mean + per_image("contrast") * (u - mean)
+    # One grouped convolution filters every image with its own kernel (correlation, as DALI's).
+    pad = BLUR_SIZE // 2
+    u = F.conv2d(F.pad(u.reshape(1, n, *u.shape[-2:]), (pad,) * 4, mode="reflect"),
+                 draws.blur.to(u)[:, None], groups=n).reshape(u.shape)
+    x = 2 * u - 1
+    g = x
+    for layer in range(GIN_LAYERS):
+        g = F.conv2d(g.reshape(1, n, *g.shape[-2:]), draws.gin_weights[:, layer, None].to(u),
+                     padding=1, groups=n).reshape(u.shape)
+        g = g + draws.gin_bias[:, layer].to(u)[:, None, None, None]
+        if layer < GIN_LAYERS - 1:
+            g = F.leaky_relu(g, GIN_SLOPE)
+    alpha = per_image("gin")
+    mixed = alpha * g + (1 - alpha) * x
+    norm = lambda t: t.square().sum(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-6  # noqa: E731
+    x = mixed * (norm(x) / norm(mixed))
+    u = (x + 1) / 2 + draws.noise.to(u)
+    return u.clamp(0.0, 1.0)
+
+
+def appearance_uint8(images: torch.Tensor, draws: AppearanceDraws) -> torch.Tensor:
+    """apply_appearance on (N, 1, H, W) uint8 images, rounded (half up) back to uint8."""
+    u = apply_appearance(images.float() / 255.0, draws)
+    return torch.floor(u * 255.0 + 0.5).to(torch.uint8)
+
+
 class TorchAugmenter:
     """Weak and strong views of uint8 batches with the shared policy (AugmentConfig)."""
 
@@ -110,6 +150,12 @@ class TorchAugmenter:
         """images: (N, 1, H, W) uint8; masks: same or None. Returns the same shapes."""
         draws = draw_weak(generator, images.shape[0], images.shape[-1], self.config)
         return weak_views(images, masks, draws)
+
+    def appearance(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The appearance chain on (N, 1, H, W) uint8 views, drawn with data.augment.appearance_p."""
+        draws = draw_appearance(generator, images.shape[0], images.shape[-1],
+                                self.config.appearance_p)
+        return appearance_uint8(images, draws)
 
     def strong(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Weak view, then RandAugment(n, m) per image. (N, 1, H, W) uint8 in and out."""

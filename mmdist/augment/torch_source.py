@@ -2,7 +2,9 @@
 
 Each stream's indices come from a ShardedStream (this rank's disjoint, per-epoch reshuffled
 shard); each view's augmentation from a generator seeded by (seed, rank, step, view). The DALI
-source (mmdist.augment.dali_backend) extends this class and keeps both. Views stay uint8: they
+source (mmdist.augment.dali_backend) extends this class and keeps both. With
+data.augment.seg_appearance the segmentation streams also get the appearance chain after their
+weak view (intensity only; the mask keeps the weak view's geometry). Views stay uint8: they
 become model input on the training device (StepBatch.as_model_input).
 """
 
@@ -12,7 +14,8 @@ import numpy as np
 import torch
 
 from mmdist.augment.torch_backend import TorchAugmenter
-from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, SEG_LABELED, STREAM_IDS, VIEW_IDS,
+from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, SEG_LABELED, SEG_UNLABELED, STREAM_IDS,
+                                 VIEW_IDS,
                                  ShardedStream, StepBatch, gather_rows, step_seed)
 
 
@@ -24,6 +27,8 @@ class TorchStepSource:
         self.streams, self.seed, self.rank = streams, seed, rank
         self.size = data_config.image_size
         self.augmenter = TorchAugmenter(data_config.augment)
+        self.appearance = data_config.augment.seg_appearance
+        """Appearance ops on the segmentation streams, after their weak view."""
         self.samplers: dict[str, ShardedStream] = {}
         self.task_data = task_data
         for name in streams:
@@ -49,10 +54,14 @@ class TorchStepSource:
                 masks = gather_rows(task.imageset.masks, indices, self.size, nearest=True)
                 images, masks = self.augmenter.weak(images, masks, generator)
                 out.seg_labeled_mask = masks
+                if self.appearance:  # drawn after the weak view: its draws stay as they were
+                    images = self.augmenter.appearance(images, generator)
             elif name == CLS_STRONG:
                 images = self.augmenter.strong(images, generator)
             else:
                 images, _ = self.augmenter.weak(images, None, generator)
+                if self.appearance and name == SEG_UNLABELED:
+                    images = self.augmenter.appearance(images, generator)
             setattr(out, name, images)
             if name == CLS_LABELED:
                 out.cls_labeled_target = torch.from_numpy(np.asarray(task.imageset.labels)[indices])

@@ -20,6 +20,7 @@ import torch
 
 from mmdist.config import EngineConfig, LossConfig, ModelConfig
 from mmdist.data.streams import StepBatch
+from mmdist.engine.devices import configure_numerics
 from mmdist.engine.precision import autocast
 from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
@@ -143,8 +144,9 @@ def _arm(args, saliency: str, reference: bool, channels_last: bool):
         model = with_torch_layers(model)
     mode = model_config.resolved_saliency
     data = random_batch(spec.streams, args.batch, args.size, torch.Generator().manual_seed(0))
-    strategy = Strategy(EngineConfig(strategy="single", device=args.device,
-                                     precision=args.precision))
+    engine = EngineConfig(strategy="single", device=args.device, precision=args.precision)
+    configure_numerics(engine, deterministic=False)  # the training step's GPU settings
+    strategy = Strategy(engine)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     data = data.to(strategy.device, channels_last=channels_last)

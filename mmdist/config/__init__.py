@@ -5,11 +5,13 @@ A run is described by one tree of dataclasses (``Config``). It is loaded from a 
 then patched by dotted ``key=value`` overrides from the command line. Every key is checked against
 the dataclass fields: an unknown key or a value of the wrong type raises ``ConfigError`` naming the
 dotted key path (and, for unknown keys, the nearest valid key). Each section validates its own
-values in ``__post_init__``.
+values in ``__post_init__`` and names the full dotted key itself; a data source, which sits at
+several places in the tree, is validated by the section holding it (``SourceConfig.check_at``).
 
 Layout: sections.py (model, data, losses, optim, trainer), sources.py (data sources and the
 ${MMDIST_DATA} data root), engine.py (engine + DeepSpeed JSON checks), evaluation.py, tree.py
-(the root ``Config``), loading.py (YAML, overrides, coercion).
+(the root ``Config``), loading.py (YAML, overrides, coercion), variants.py (the variant table,
+the stream names and the saliency rule: a leaf every layer reads).
 """
 
 from mmdist.config.engine import EngineConfig, read_deepspeed_json

@@ -19,11 +19,11 @@ class EngineConfig:
     under several ranks is refused at start (each rank would train alone)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    tf32: bool = False
-    """TF32 tensor cores for fp32 matmuls and convolutions on CUDA (Ampere and newer). Off by
-    default so that precision=fp32 means fp32 (torch itself leaves cuDNN's TF32 on); on, fp32
-    convolutions run several times faster with about 3 fewer significant digits. bf16 is the
-    faster choice either way."""
+    tf32: bool = True
+    """fp32 matmuls and convolutions on TF32 tensor cores on CUDA (Ampere and newer), the GPU
+    default: several times faster, about 3 fewer significant digits (bf16 has fewer still).
+    false: strict IEEE fp32. Applied with cuDNN's autotuner, off under trainer.deterministic
+    (mmdist.engine.devices.configure_numerics; bench step applies the same)."""
     low_precision_reduce: bool = False
     """DeepSpeed under bf16/fp16: reduce the gradients of Linear/Conv weights in the autocast
     dtype (DeepSpeed's torch_autocast default: half the traffic, ~3 digits less). Off: every
@@ -39,8 +39,14 @@ class EngineConfig:
     find_unused_parameters: Literal["auto", "true", "false"] = "auto"
     """DDP: 'auto' turns it on only for variants/losses that leave parameters without gradients."""
 
+    max_skipped_in_a_row: int = 25
+    """A step with a non-finite loss, saliency or gradient on any rank (or fp16 overflow) is
+    skipped on every rank; this many in a row stop the run with one line (fp16's scale has then
+    backed off 2**25-fold)."""
+
     def __post_init__(self) -> None:
         check(self.collective_timeout_s > 0, "engine.collective_timeout_s", "must be > 0")
+        check(self.max_skipped_in_a_row >= 1, "engine.max_skipped_in_a_row", "must be >= 1")
         if self.low_precision_reduce:
             check(self.strategy == "deepspeed", "engine.low_precision_reduce",
                   "only engine.strategy=deepspeed reduces in low precision (DDP reduces in fp32)")
@@ -49,7 +55,16 @@ class EngineConfig:
         if self.strategy == "deepspeed":
             check(self.deepspeed_config is not None, "engine.deepspeed_config",
                    "strategy=deepspeed needs a DeepSpeed JSON (e.g. configs/deepspeed/zero1.json)")
-            check_deepspeed_json(read_deepspeed_json(self.deepspeed_config), self.deepspeed_config)
+            settings = read_deepspeed_json(self.deepspeed_config)
+            check_deepspeed_json(settings, self.deepspeed_config)
+            stage = settings.get("zero_optimization", {}).get("stage", 0)
+            # ZeRO-1/2 decide fp16 overflow before their optimizer step, and the autocast
+            # GradScaler's step/update run only inside it: the scale would never back off from
+            # 2**16 and a persistent overflow would skip every step (DeepSpeed 0.19 source).
+            check(not (self.precision == "fp16" and stage in (1, 2)), "engine.precision",
+                  f"fp16 with DeepSpeed ZeRO-{stage} ({self.deepspeed_config}) never backs its "
+                  "loss scale off; use engine.precision=bf16, ZeRO stage 0 "
+                  "(configs/deepspeed/zero0.json), or engine.strategy=ddp for fp16")
 
     @property
     def zero_stage(self) -> int:

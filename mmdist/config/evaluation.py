@@ -24,9 +24,9 @@ class CrossDomainSetConfig(SourceConfig):
     drawn from the pool's own dataset. With 'none', a set that shares a patient with the pool is
     refused when it is built, so a test set never holds an image the run trained on."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), "name",
+    def check_at(self, key: str) -> None:
+        super().check_at(key)
+        check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), f"{key}.name",
                f"must be a non-empty name of letters, digits, '_', '-' or '.', got {self.name!r}")
 
 
@@ -45,6 +45,8 @@ class EvaluationConfig:
     """Images shown in the boundary-overlay and saliency figures (per set / per class)."""
 
     def __post_init__(self) -> None:
+        for i, entry in enumerate(self.cross_domain):
+            entry.check_at(f"evaluation.cross_domain[{i}]")
         names = [t.name for t in self.cross_domain]
         for name in names:
             check(names.count(name) == 1 and name not in IN_DOMAIN_TEST_SETS,

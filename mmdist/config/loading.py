@@ -18,6 +18,7 @@ import yaml
 from mmdist.config.errors import ConfigError
 from mmdist.config.tree import Config
 
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -101,14 +102,8 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
-        message = str(exc)
-        # Sections validate with their own short names; prefix the path they live at.
-        if prefix and not message.startswith(prefix):
-            head = message.split(":", 1)[0]
-            if "." not in head:
-                message = f"{prefix}.{message}"
-        raise ConfigError(message) from None
+    except ConfigError as exc:  # every section names its full dotted key itself
+        raise ConfigError(str(exc)) from None
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -176,9 +171,30 @@ def from_dict(data: dict) -> Config:
     return _build(Config, data)
 
 
+RUN_LENGTH = ("max_steps", "max_epochs")
+"""trainer keys that each set the run's length; a config sets one (the other null)."""
+
+
+def command_line_length_wins(tree: dict, overrides: list[str]) -> dict:
+    """When the overrides set one of trainer.max_steps / max_epochs (to a value) and not the
+    other, the other is null whatever the file (or the default max_steps) says:
+    ``trainer.max_steps=20`` on a recipe that counts epochs runs 20 steps. Both in the file, or
+    both on the command line, stay an error."""
+    given = {tuple(key): value for key, value in
+             (parse_override(text) for text in overrides)}
+    trainer = tree.get("trainer")
+    for key, other in (RUN_LENGTH, RUN_LENGTH[::-1]):
+        if given.get(("trainer", key)) is not None and ("trainer", other) not in given:
+            trainer = {**(trainer if isinstance(trainer, dict) else {}), other: None}
+            tree = dict(tree, trainer=trainer)
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides
+    (a run length on the command line replaces the file's: command_line_length_wins)."""
     tree = read_yaml_tree(path) if path is not None else {}
+    tree = command_line_length_wins(tree, list(overrides))
     return from_dict(apply_overrides(tree, list(overrides)))
 
 

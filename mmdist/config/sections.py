@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from mmdist.config.errors import ConfigError, check
+from mmdist.config.loss_section import LossConfig  # noqa: F401  (re-exported: its own module)
 from mmdist.config.sources import SourceConfig, SyntheticDomainConfig, UnlabeledSourceConfig
+from mmdist.config.variants import VARIANTS, resolve_saliency
 
 SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
 
@@ -19,7 +21,7 @@ SaliencyMode = Literal["auto", "none", "detached", "differentiable"]
 @dataclass
 class ModelConfig:
     variant: str = "multimix"
-    """One of the paper's nine models (see mmdist.model.variants.VARIANTS)."""
+    """One of the paper's nine models (see mmdist.config.variants.VARIANTS)."""
     saliency: SaliencyMode = "auto"
     """Saliency bridge: 'auto' takes the variant's own (detached for the bridged variants, none
     otherwise); 'detached' is the reference code's constant decoder input; 'differentiable' keeps
@@ -37,8 +39,6 @@ class ModelConfig:
     evaluate and predict use by default."""
 
     def __post_init__(self) -> None:
-        from mmdist.model.variants import VARIANTS
-
         check(self.variant in VARIANTS, "model.variant",
                f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
         check(self.width > 0, "model.width", "must be > 0")
@@ -46,26 +46,17 @@ class ModelConfig:
         check(1.0 <= self.saliency_inner_scale <= 2.0**14, "model.saliency_inner_scale",
                "must be in [1, 16384] (fp16 overflows the seed gradient near 2**16)")
         check(0.0 <= self.ema_decay < 1.0, "model.ema_decay", "must be in [0, 1) (0 = off)")
-        spec = VARIANTS[self.variant]
-        if self.saliency in ("detached", "differentiable"):
-            check(spec.classifier and spec.decoder, "model.saliency",
-                   f"variant {self.variant!r} has no classifier and decoder to bridge; use 'none'")
+        resolve_saliency(self.variant, self.saliency)  # raises naming model.saliency
 
     @property
     def resolved_saliency(self) -> str:
         """The saliency mode in force: 'auto' resolved through the variant table."""
-        from mmdist.model.variants import VARIANTS
-
-        if self.saliency == "auto":
-            return "detached" if VARIANTS[self.variant].bridge else "none"
-        return self.saliency
+        return resolve_saliency(self.variant, self.saliency)
 
     @property
     def streams(self) -> tuple[str, ...]:
-        """The training streams the variant reads (mmdist.model.variants), so that the data
+        """The training streams the variant reads (mmdist.config.variants), so that the data
         layer loads only the pools a run reads."""
-        from mmdist.model.variants import VARIANTS
-
         return VARIANTS[self.variant].streams
 
 
@@ -96,12 +87,14 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         for name in ("classification_labeled", "segmentation_labeled"):
             value = getattr(self, name)
-            check(value == "full" or (isinstance(value, int) and value >= 1), name,
+            check(value == "full" or (isinstance(value, int) and value >= 1), f"data.budget.{name}",
                    f"must be a positive integer or 'full', got {value!r}")
         for prefix in ("", "segmentation_"):
             val, test = getattr(self, prefix + "val_fraction"), getattr(self, prefix + "test_fraction")
-            check(val is None or 0 < val < 0.5, prefix + "val_fraction", "must be in (0, 0.5)")
-            check(test is None or 0 <= test < 0.5, prefix + "test_fraction", "must be in [0, 0.5)")
+            check(val is None or 0 < val < 0.5, f"data.budget.{prefix}val_fraction",
+                  "must be in (0, 0.5)")
+            check(test is None or 0 <= test < 0.5, f"data.budget.{prefix}test_fraction",
+                  "must be in [0, 0.5)")
 
     def fractions(self, task: str) -> tuple[float, float]:
         """(val_fraction, test_fraction) of ``task``'s source ('classification' or
@@ -130,12 +123,20 @@ class AugmentConfig:
     """Reflect padding of the weak random crop, as a fraction of the image size."""
     threads: int = 2
     """CPU threads of the DALI pipeline (backend 'dali'); the torch backend uses data.workers."""
+    seg_appearance: bool = False
+    """Appearance (intensity) augmentation of the segmentation streams after their weak view:
+    gamma, brightness, contrast, blur, a random shallow convolution (GIN) and noise, each with
+    probability appearance_p (mmdist.augment.policy.APPEARANCE); masks keep the geometry only."""
+    appearance_p: float = 0.5
+    """Probability of each appearance op (data.augment.seg_appearance)."""
 
     def __post_init__(self) -> None:
-        check(1 <= self.strong_ops <= 14, "strong_ops", "must be in [1, 14]")
+        check(1 <= self.strong_ops <= 14, "data.augment.strong_ops", "must be in [1, 14]")
         check(self.threads >= 1, "data.augment.threads", "must be >= 1")
-        check(1 <= self.strong_magnitude <= 10, "strong_magnitude", "must be in [1, 10]")
-        check(0 <= self.pad_fraction <= 0.5, "pad_fraction", "must be in [0, 0.5]")
+        check(1 <= self.strong_magnitude <= 10, "data.augment.strong_magnitude",
+              "must be in [1, 10]")
+        check(0 <= self.pad_fraction <= 0.5, "data.augment.pad_fraction", "must be in [0, 0.5]")
+        check(0 <= self.appearance_p <= 1, "data.augment.appearance_p", "must be in [0, 1]")
 
 
 @dataclass
@@ -167,6 +168,10 @@ class DataConfig:
     Linux). Every method reopens the memory-mapped pool in the worker instead of copying it."""
 
     def __post_init__(self) -> None:
+        for name in ("classification", "segmentation", "unlabeled"):
+            source = getattr(self, name)
+            if source is not None:
+                source.check_at(f"data.{name}")  # the sources name their full key from here
         check(self.image_size >= 32 and self.image_size % 32 == 0, "data.image_size",
                f"must be a positive multiple of 32, got {self.image_size}")
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
@@ -176,32 +181,6 @@ class DataConfig:
         check(self.workers >= 0, "data.workers", "must be >= 0")
         check(self.unlabeled is None or self.classification is not None, "data.unlabeled",
               "needs data.classification (the pool feeds the classifier's unlabeled streams)")
-
-
-@dataclass
-class LossConfig:
-    tau: float = 0.7
-    """FixMatch confidence threshold for pseudo-labels."""
-    lambda_u: float = 0.25
-    """Weight of the FixMatch unlabeled loss."""
-    lambda_d: float = 5.0
-    """Weight of the Dice loss."""
-    lambda_kl: float = 0.01
-    """Weight of the segmentation consistency KL (labeled vs unlabeled predictions)."""
-    kl: Literal["bernoulli", "reference"] = "bernoulli"
-    """'bernoulli' is a real per-pixel foreground/background KL; 'reference' reproduces the authors'
-    softmax over one channel, which is identically zero (kept only to reproduce their numbers)."""
-    mixmatch_temperature: float = 0.5
-    mixmatch_alpha: float = 0.75
-    mixmatch_lambda_u: float = 75.0
-    mixmatch_rampup_steps: int = 1000
-
-    def __post_init__(self) -> None:
-        check(0.0 <= self.tau <= 1.0, "losses.tau", "must be in [0, 1]")
-        for name in ("lambda_u", "lambda_d", "lambda_kl", "mixmatch_lambda_u"):
-            check(getattr(self, name) >= 0, f"losses.{name}", "must be >= 0")
-        check(self.mixmatch_temperature > 0, "losses.mixmatch_temperature", "must be > 0")
-        check(self.mixmatch_alpha > 0, "losses.mixmatch_alpha", "must be > 0")
 
 
 @dataclass
@@ -235,16 +214,20 @@ class TrainerConfig:
     unlabeled) over the global batch, or the segmentation training split when the config has
     no classification source, or the training images of data.unlabeled when it is set."""
     val_every: int = 200
-    select_by: Literal["auto", "val_acc", "val_dice", "val_mean", "none"] = "auto"
+    select_by: Literal["auto", "val_acc", "val_bacc", "val_dice", "val_mean", "none"] = "auto"
     """Which validation metric keeps RUN_DIR/checkpoints/best.pt (when val_every > 0; on the EMA
-    weights when model.ema_decay > 0): 'val_mean' is the mean of accuracy and Dice; 'auto' takes
-    val_mean for variants with both heads, else the one metric the variant has; 'none' keeps no
-    best.pt."""
+    weights when model.ema_decay > 0): 'val_bacc' is the balanced accuracy (a classifier that
+    calls every image one class scores 0.5); 'val_mean' is the mean of accuracy and Dice; 'auto'
+    takes val_mean for variants with both heads, else the one metric the variant has; 'none'
+    keeps no best.pt."""
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     resume: Union[bool, str] = False
     """True resumes from the run directory's latest checkpoint; a path resumes from that file."""
+    overwrite: bool = False
+    """A run without resume into an output_dir that holds another run's checkpoints, TensorBoard
+    events or summary.json stops at start; true removes those files first."""
     image_log_every: int = 200
     """TensorBoard images (inputs, saliency, predicted masks) every this many steps (0 = never)."""
     progress: bool = True
@@ -281,7 +264,8 @@ class TrainerConfig:
             return None
         if self.select_by == "auto":
             return "val_mean" if classifier and decoder else "val_acc" if classifier else "val_dice"
-        needs = {"val_acc": (True, False), "val_dice": (False, True), "val_mean": (True, True)}
+        needs = {"val_acc": (True, False), "val_bacc": (True, False), "val_dice": (False, True),
+                 "val_mean": (True, True)}
         need_cls, need_seg = needs[self.select_by]
         check((classifier or not need_cls) and (decoder or not need_seg), "trainer.select_by",
               f"{self.select_by!r} needs a {'classifier' if need_cls and not classifier else 'decoder'}"

@@ -49,10 +49,12 @@ class SyntheticDomainConfig:
     noise: float = 0.03
     """Standard deviation of additive Gaussian noise, in [0, 1] intensity units."""
 
-    def __post_init__(self) -> None:
-        check(self.gamma > 0, "gamma", "must be > 0")
-        check(self.contrast > 0, "contrast", "must be > 0")
-        check(self.noise >= 0, "noise", "must be >= 0")
+    def check_at(self, key: str) -> None:
+        """Validate, naming the full dotted key: ``key`` is where this domain sits (e.g.
+        'data.segmentation.domain'), which only the section holding it knows."""
+        check(self.gamma > 0, f"{key}.gamma", "must be > 0")
+        check(self.contrast > 0, f"{key}.contrast", "must be > 0")
+        check(self.noise >= 0, f"{key}.noise", "must be >= 0")
 
 
 @dataclass
@@ -78,16 +80,23 @@ class SourceConfig:
     """Raw kinds only: decoding processes when the folder is prepared on first use."""
 
     def __post_init__(self) -> None:
-        if self.kind != "synthetic":
-            check(self.path is not None, "path", f"kind {self.kind!r} needs a dataset path")
         if self.path is not None:
             self.path = expand_data_root(self.path)
-        check(self.count >= 10, "count", "must be >= 10")
+
+    def check_at(self, key: str) -> None:
+        """Validate, naming the full dotted key: ``key`` is where this source sits in the tree
+        (data.classification, data.segmentation, data.unlabeled, evaluation.cross_domain[i]),
+        which only the section holding it knows; that section calls this from its own
+        ``__post_init__``."""
+        if self.kind != "synthetic":
+            check(self.path is not None, f"{key}.path", f"kind {self.kind!r} needs a dataset path")
+        check(self.count >= 10, f"{key}.count", "must be >= 10")
         check(isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
-               "options", f"must be a mapping of option names to values, got {self.options!r}")
-        check(not self.options or self.kind not in ("synthetic", "cache"), "options",
-               f"kind {self.kind!r} takes no adapter options (only raw dataset kinds do)")
-        check(self.prepare_workers >= 1, "prepare_workers", "must be >= 1")
+              f"{key}.options", f"must be a mapping of option names to values, got {self.options!r}")
+        check(not self.options or self.kind not in ("synthetic", "cache"), f"{key}.options",
+              f"kind {self.kind!r} takes no adapter options (only raw dataset kinds do)")
+        check(self.prepare_workers >= 1, f"{key}.prepare_workers", "must be >= 1")
+        self.domain.check_at(f"{key}.domain")
 
 
 @dataclass
@@ -102,6 +111,6 @@ class UnlabeledSourceConfig(SourceConfig):
     stratified by the source's labels), kept out of the pool: a cross-domain test set from the
     same dataset (evaluation.cross_domain with ``exclude: unlabeled``) is then scored on them."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(0.0 <= self.holdout_fraction < 0.9, "holdout_fraction", "must be in [0, 0.9)")
+    def check_at(self, key: str) -> None:
+        super().check_at(key)
+        check(0.0 <= self.holdout_fraction < 0.9, f"{key}.holdout_fraction", "must be in [0, 0.9)")

@@ -10,6 +10,7 @@ from mmdist.config.errors import ConfigError, check
 from mmdist.config.evaluation import EvaluationConfig
 from mmdist.config.sections import (DataConfig, LossConfig, ModelConfig, OptimConfig,
                                     TrainerConfig)
+from mmdist.config.variants import VARIANTS
 
 @dataclass
 class Config:
@@ -24,8 +25,6 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
-        from mmdist.model.variants import VARIANTS
-
         if self.data.classification is None:
             check(not VARIANTS[self.model.variant].classifier, "data.classification",
                   f"variant {self.model.variant!r} trains a classifier and needs a "

@@ -1,7 +1,7 @@
 """The five training streams, sharded by global rank, as a pure function of the step.
 
-Stream names come from mmdist.model.variants (seg_labeled, seg_unlabeled, cls_labeled,
-cls_unlabeled_weak / _strong / _weak2). For each stream an epoch is a permutation of its index
+Stream names are defined beside the variant table in mmdist.config.variants (seg_labeled,
+seg_unlabeled, cls_labeled, cls_unlabeled_weak / _strong / _weak2) and re-exported here. For each stream an epoch is a permutation of its index
 pool drawn from (seed, stream, epoch); rank r of w reads positions r, r+w, r+2w, ... of it, so the
 ranks' shards are disjoint and together cover the epoch (the remainder beyond a multiple of w is
 dropped that epoch, as DistributedSampler(drop_last=True) does). Augmentation parameters come from a
@@ -25,15 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmdist.config.variants import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2,  # noqa: F401
+                                    SEG_LABELED, SEG_UNLABELED)
 from mmdist.data.records import DatasetError
-
-# Stream names (the variant table in mmdist.model.variants says which a model consumes).
-SEG_LABELED = "seg_labeled"
-SEG_UNLABELED = "seg_unlabeled"
-CLS_LABELED = "cls_labeled"
-CLS_WEAK = "cls_unlabeled_weak"
-CLS_STRONG = "cls_unlabeled_strong"
-CLS_WEAK2 = "cls_unlabeled_weak2"
 
 STREAM_IDS = {SEG_LABELED: 1, SEG_UNLABELED: 2, CLS_LABELED: 3, CLS_WEAK: 4, CLS_STRONG: 4,
               CLS_WEAK2: 4}

@@ -1,10 +1,11 @@
-"""Checkpoints: written atomically, found by step, rotated.
+"""Checkpoint files: written atomically, found by step, rotated, set aside.
 
-A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with the keys
-step, model (state_dict of the bare network), optimizer, scheduler, scaler, rng_per_rank (every
-rank's random states, mmdist.engine.rng), config, and format; with model.ema_decay > 0 also ema
-(mmdist.engine.ema), and with model selection on, selection (the best validation so far,
-mmdist.engine.selection). It is written to a temporary file in the same folder, flushed to disk,
+A checkpoint is one ``torch.save`` dict at RUN_DIR/checkpoints/step_XXXXXXXX.pt with step, format
+and one entry per stateful part of the run (mmdist.engine.checkpointer, which decides what they
+are: config, model (state_dict of the bare network), optimizer, scaler, skipped_steps,
+scheduler, rng_per_rank (every rank's random states, mmdist.engine.rng); with model.ema_decay > 0
+also ema (mmdist.engine.ema), and with model selection on, selection (the best validation so far,
+mmdist.engine.selection)). It is written to a temporary file in the same folder, flushed to disk,
 then renamed over the final name, so a crash mid-write never leaves a truncated checkpoint under
 a real name. RUN_DIR/checkpoints/best.pt (model, ema, config, step, selection; no optimizer) is
 written the same way, and is neither rotated nor resumed from.
@@ -78,12 +79,17 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int = 2) 
     return path
 
 
-def set_aside(path: str | Path) -> Path:
-    """Rename an unreadable checkpoint to ``*.pt.corrupt``: kept for inspection, but no longer
-    a checkpoint that resume picks or that rotation counts among the newest."""
+def set_aside(path: str | Path, suffix: str = ".corrupt") -> Path:
+    """Rename a checkpoint to ``*.pt.corrupt`` (unreadable) or ``*.pt.abandoned`` (newer than
+    the one a run resumed from): kept for inspection, but no longer a checkpoint that resume
+    picks or that rotation counts among the newest. DeepSpeed's shards folder beside it goes
+    along."""
     path = Path(path)
-    target = path.with_name(path.name + ".corrupt")
+    target = path.with_name(path.name + suffix)
     os.replace(path, target)
+    shards = path.with_suffix("")
+    if shards.is_dir():
+        os.replace(shards, shards.with_name(shards.name + suffix))
     return target
 
 
@@ -95,6 +101,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which
         raise CheckpointError(f"{path}: not a readable mmdist checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an mmdist checkpoint (a {type(state).__name__}, "
+                              "not a dict)")
+    if state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mmdist checkpoint (format {state.get('format')!r})")
     return state

@@ -14,6 +14,7 @@ global batch (tests/engine/test_ddp_gradients.py). Two DDP options are deliberat
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import time
 
@@ -198,6 +199,12 @@ class DDPStrategy(Strategy):
             raise self.guard.fail("a barrier", exc) from exc
 
     def close(self) -> None:
+        """Release the DDP wrapper (its reducer holds the process group), then the group: the
+        other order can abort a rank in C++ at exit (seen in bench/ddp.py), turning exit 3
+        (preempted, requeued by slurm/train.sh) into 134. The caller drops its own references
+        to the wrapped model first (Trainer.close)."""
+        self.wrapped = self.model = self.optimizer = None
+        gc.collect()
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -7,7 +7,10 @@ states is filled in here and may not be repeated in the JSON (mmdist.config chec
 
 - precision comes from ``engine.precision`` as DeepSpeed's ``torch_autocast`` (bf16 or fp16):
   the master weights stay fp32 as under DDP, the same autocast runs the forward, and fp16 gets
-  DeepSpeed's GradScaler. The model's saliency keeps its own fixed inner scale.
+  DeepSpeed's GradScaler. fp16 is ZeRO-0 only (mmdist.config refuses ZeRO-1/2: they decide
+  overflow before the optimizer step that would back the scaler off, so the scale never leaves
+  2**16); ZeRO-0 unscales before ``gradient_clipping``. The model's saliency keeps its own fixed
+  inner scale.
 - gradients are reduced in fp32, as DDP reduces them. DeepSpeed's torch_autocast would mark
   every Linear/Conv parameter for reduction in the autocast dtype (its
   ``lower_precision_safe_modules`` default), and ``communication_data_type`` does not apply to
@@ -19,8 +22,10 @@ states is filled in here and may not be repeated in the JSON (mmdist.config chec
 
 Checkpoints go through the engine (every rank writes its ZeRO shard) into
 RUN_DIR/checkpoints/step_XXXXXXXX/, and rank 0 also writes the usual step_XXXXXXXX.pt with the
-full weights (ZeRO <= 2 keeps them whole on every rank), the scheduler, RNG and config, so
-evaluation and the rest of the toolkit read a DeepSpeed run like any other.
+full weights (ZeRO <= 2 keeps them whole on every rank), the scheduler, RNG, config and the fp16
+GradScaler (which DeepSpeed's own checkpoint lacks) from the run's checkpointer
+(mmdist.engine.checkpointer), so evaluation and the rest of the toolkit read a DeepSpeed run like
+any other. A .pt without its shards is a CheckpointError.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch import nn
 
 from mmdist.config import read_deepspeed_json
 from mmdist.engine import checkpoint as ckpt
+from mmdist.engine.checkpointer import StateFns
 from mmdist.engine.ddp import DDPStrategy
 from mmdist.engine.distributed import backend_for
 from mmdist.engine.precision import grad_scaler
@@ -83,6 +89,10 @@ class DeepSpeedStrategy(DDPStrategy):
     def name(self) -> str:
         return "deepspeed"
 
+    def close(self) -> None:
+        self.engine = None  # the engine holds the process group too: it goes first
+        super().close()
+
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         import deepspeed
 
@@ -109,12 +119,21 @@ class DeepSpeedStrategy(DDPStrategy):
             raise self.guard.fail("the gradient reduction", exc) from exc
 
     def optimizer_step(self) -> bool:
+        """DeepSpeed's step. Under fp16 (ZeRO-0 only: mmdist.config refuses ZeRO-1/2) its
+        autocast GradScaler skips a step with inf/NaN gradients and backs off; its scale is read
+        once per step. Under fp32/bf16 a non-finite gradient is not skipped by DeepSpeed: the
+        poisoned loss (backward_step) makes it NaN on every rank alike, and the weights check
+        before every checkpoint stops all ranks together."""
         scaler = self._autocast_scaler()
-        scale_before = scaler.get_scale() if scaler is not None else None
+        if scaler is not None and self._last_scale is None:
+            self._last_scale = scaler.get_scale()
         skipped_before = self.engine.skipped_steps
         self.engine.step()  # steps, zeroes the gradients, updates the loss scale
-        stepped = self.engine.skipped_steps == skipped_before and (
-            scaler is None or scaler.get_scale() >= scale_before)
+        stepped = self.engine.skipped_steps == skipped_before
+        if scaler is not None:
+            scale = scaler.get_scale()
+            stepped = stepped and scale >= self._last_scale
+            self._last_scale = scale
         self.skipped_steps += int(not stepped)
         return stepped
 
@@ -130,7 +149,27 @@ class DeepSpeedStrategy(DDPStrategy):
         return out
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def save_checkpoint(self, run_dir, step: int, extra_state: dict, keep: int) -> None:
+    def checkpoint_parts(self) -> dict[str, tuple[object, dict]]:
+        """The .pt keeps the full weights for evaluation (restored from the shards, so saved
+        only), DeepSpeed's autocast GradScaler (fp16; DeepSpeed's own checkpoint lacks it, and
+        every resume would restart at 2**16) and the skipped-step count. Optimizer and
+        weights come back from the shards (restore_files)."""
+        return {"model": (self.model, {"saved_only": True}),
+                "scaler": (StateFns(self._scaler_state, self._load_scaler), {"optional": True}),
+                "skipped_steps": (StateFns(lambda: self.skipped_steps, self._load_skipped),
+                                  {"optional": True})}
+
+    def _scaler_state(self) -> dict:
+        scaler = self._autocast_scaler()
+        return scaler.state_dict() if scaler is not None else {}
+
+    def _load_scaler(self, state) -> None:
+        scaler = self._autocast_scaler()
+        if state and scaler is not None:
+            scaler.load_state_dict(state)
+        self._last_scale = None
+
+    def write_checkpoint(self, run_dir, step: int, state: dict, keep: int) -> None:
         folder = ckpt.checkpoint_dir(run_dir)
         tag = f"step_{step:08d}"
         if self.saved_step == step:
@@ -139,9 +178,7 @@ class DeepSpeedStrategy(DDPStrategy):
                                     client_state={"skipped_steps": self.skipped_steps})
         self.barrier()  # every shard is on disk before the .pt that marks the step complete
         if self.is_main:
-            state = {**extra_state, "model": self.model.state_dict(), "deepspeed_tag": tag,
-                     "skipped_steps": self.skipped_steps}
-            ckpt.save_checkpoint(run_dir, step, state, keep=keep)
+            ckpt.save_checkpoint(run_dir, step, {**state, "deepspeed_tag": tag}, keep=keep)
             kept = {path.stem for _, path in ckpt.list_checkpoints(run_dir)}
             for old in folder.glob("step_*"):
                 if old.is_dir() and old.name not in kept:
@@ -151,28 +188,28 @@ class DeepSpeedStrategy(DDPStrategy):
 
     def checkpoints_newest_first(self, run_dir) -> list:
         """The step_XXXXXXXX.pt files with their DeepSpeed shards folder beside them, newest
-        first (else every .pt, which load_checkpoint refuses with a message: not DeepSpeed's)."""
+        first (else every .pt, which restore_files refuses with a message: not DeepSpeed's)."""
         found = [path for _, path in reversed(ckpt.list_checkpoints(run_dir))]
         complete = [path for path in found if path.with_suffix("").is_dir()]
         return complete or found
 
-    def restore(self, state: dict, path) -> dict:
+    def restore_files(self, state: dict, path) -> dict:
+        """Load the ZeRO shards beside ``path`` into the engine (weights and optimizer)."""
         path = Path(path)
         tag = state.get("deepspeed_tag")
         if tag is None or not (path.parent / tag).is_dir():
-            raise RuntimeError(f"{path}: no DeepSpeed shards beside it (expected folder "
-                               f"{path.parent / (tag or path.stem)}); it was not written by "
-                               "engine.strategy=deepspeed")
-        loaded, client = self.engine.load_checkpoint(str(path.parent), tag=tag,
-                                                     load_optimizer_states=True,
-                                                     load_lr_scheduler_states=False)
+            raise ckpt.CheckpointError(
+                f"{path}: no DeepSpeed shards beside it (expected folder "
+                f"{path.parent / (tag or path.stem)}); it was not written by "
+                "engine.strategy=deepspeed")
+        try:
+            loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=tag,
+                                                    load_optimizer_states=True,
+                                                    load_lr_scheduler_states=False)
+        except (RuntimeError, KeyError, ValueError, AssertionError, OSError) as exc:
+            raise ckpt.CheckpointError(f"{path.parent / tag}: DeepSpeed could not load this "
+                                       f"checkpoint ({type(exc).__name__}: {exc})") from exc
         if loaded is None:
-            raise RuntimeError(f"{path.parent / tag}: DeepSpeed could not load this checkpoint")
-        self.skipped_steps = int((client or {}).get("skipped_steps", state.get("skipped_steps", 0)))
+            raise ckpt.CheckpointError(f"{path.parent / tag}: DeepSpeed could not load this "
+                                       "checkpoint")
         return state
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "skipped_steps": self.skipped_steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError("DeepSpeed restores through load_checkpoint(path)")

@@ -283,7 +283,7 @@ def init_distributed(engine_config, info: Optional[RankInfo] = None) -> RankInfo
 
     info = info or discover_ranks()
     export_rank_env(info)
-    device = resolve_device(engine_config.device, info.local_rank)
+    device = resolve_device(engine_config.device, info.local_rank, info.local_world_size)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():

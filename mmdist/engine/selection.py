@@ -1,8 +1,8 @@
 """Model selection: RUN_DIR/checkpoints/best.pt holds the weights of the best validation so far.
 
 Every validation (each ``trainer.val_every`` steps and the last one) is scored by the metric
-``trainer.select_by`` resolves to (TrainerConfig.selection_metric: val_acc, val_dice or val_mean,
-their mean), on the EMA weights when model.ema_decay > 0, else on the raw ones. Only a strictly
+``trainer.select_by`` resolves to (TrainerConfig.selection_metric: val_acc, val_bacc (balanced
+accuracy), val_dice or val_mean, the mean of accuracy and Dice), on the EMA weights when model.ema_decay > 0, else on the raw ones. Only a strictly
 better score replaces best.pt (a tie keeps the earlier step). The record of the best so far
 (metric, weights, step, value) travels in every periodic checkpoint, so a resumed run compares
 against it and never replaces a better best.pt with a worse one.
@@ -36,7 +36,7 @@ def warn_if_too_small(metric: str, val_images: int, val_masks: int) -> None:
     small = []
     if metric in ("val_dice", "val_mean") and val_masks < MIN_MASKS:
         small.append(f"{val_masks} segmentation validation mask(s) (< {MIN_MASKS})")
-    if metric in ("val_acc", "val_mean") and val_images < MIN_IMAGES:
+    if metric in ("val_acc", "val_bacc", "val_mean") and val_images < MIN_IMAGES:
         small.append(f"{val_images} classification validation image(s) (< {MIN_IMAGES})")
     if small:
         warnings.warn(f"trainer.select_by={metric}: only {' and '.join(small)}; best.pt is chosen "

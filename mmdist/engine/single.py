@@ -15,8 +15,36 @@ import torch
 from torch import nn
 
 from mmdist.engine import checkpoint as ckpt
+from mmdist.engine.checkpointer import StateFns
 from mmdist.engine.devices import resolve_device, synchronize
 from mmdist.engine.precision import grad_scaler
+
+
+def poisoned_if_not_finite(loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` itself when finite; else ``loss * NaN``, whose backward makes every gradient NaN
+    (even those a 0 * inf would have left finite). No host sync."""
+    finite = torch.isfinite(loss.detach())
+    return loss * torch.where(finite, 1.0, float("nan")).to(loss.dtype)
+
+
+def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite: torch's fused AMP check (the
+    one GradScaler runs, at scale 1) per device, then one host read."""
+    grads: dict[tuple, list[torch.Tensor]] = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                grads.setdefault((param.grad.device, param.grad.dtype), []).append(param.grad)
+    if not grads:
+        return True
+    found = []
+    for (device, _), tensors in grads.items():
+        flag = torch.zeros(1, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(tensors, flag,
+                                                         torch.ones(1, device=device))
+        found.append(flag)
+    first = found[0].device
+    return not bool(torch.cat([flag.to(first) for flag in found]).sum())
 
 
 class Strategy:
@@ -29,10 +57,12 @@ class Strategy:
 
     def __init__(self, engine_config):
         self.config = engine_config
-        self.device = resolve_device(engine_config.device, self.local_rank)
+        self.device = resolve_device(engine_config.device, self.local_rank,
+                                     self.local_world_size)
         self.precision = engine_config.precision
         self.scaler = grad_scaler(self.device, self.precision)
         self.skipped_steps = 0
+        self._last_scale: float | None = None
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -53,20 +83,33 @@ class Strategy:
         return self.model
 
     def backward_step(self, loss: torch.Tensor) -> bool:
-        """Backward, (unscale,) optimizer step, zero grads. Returns False when fp16 overflow made
-        the GradScaler skip the update (counted in ``skipped_steps``)."""
-        self.backward(loss)
+        """Backward, (unscale,) optimizer step, zero grads. Returns False when the step was
+        skipped (counted in ``skipped_steps``): fp16 overflow, or a non-finite loss, saliency or
+        gradient on any rank. A non-finite loss poisons every gradient of its rank, so the
+        gradient all-reduce that runs anyway carries the news to every rank and all skip the
+        same step (no extra collective, no rank left waiting)."""
+        self.backward(poisoned_if_not_finite(loss))
         return self.optimizer_step()
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
     def optimizer_step(self) -> bool:
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            # GradScaler skips a step with inf/NaN gradients and backs its scale off; that is
+            # the one host read of the step (the previous scale is remembered, not read again).
+            if self._last_scale is None:
+                self._last_scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            scale = self.scaler.get_scale()
+            stepped = scale >= self._last_scale
+            self._last_scale = scale
+        else:
+            stepped = gradients_finite(self.optimizer)  # one host read
+            if stepped:
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stepped = scale_before is None or self.scaler.get_scale() >= scale_before
         self.skipped_steps += int(not stepped)
         return stepped
 
@@ -93,12 +136,31 @@ class Strategy:
         """Arm the watchdog for the duration of the training loop."""
         return contextlib.nullcontext()
 
-    # ---- checkpoints -----------------------------------------------------------------------
-    def save_checkpoint(self, run_dir, step: int, extra_state: dict, keep: int) -> None:
-        """Rank 0 writes model/optimizer/scaler + ``extra_state`` atomically; the others wait."""
+    # ---- checkpoints (what a checkpoint holds: mmdist.engine.checkpointer) -----------------
+    def checkpoint_parts(self) -> dict[str, tuple[object, dict]]:
+        """{name: (part, Checkpointer.register options)}: this strategy's state in a checkpoint."""
+        return {"model": (self.unwrap(), {}), "optimizer": (self.optimizer, {}),
+                "scaler": (StateFns(self.scaler.state_dict, self._load_scaler), {"optional": True}),
+                "skipped_steps": (StateFns(lambda: self.skipped_steps, self._load_skipped),
+                                  {"optional": True})}
+
+    def _load_scaler(self, state) -> None:
+        if state:  # a disabled scaler saves {}, which an enabled one refuses
+            self.scaler.load_state_dict(state)
+        self._last_scale = None
+
+    def _load_skipped(self, count) -> None:
+        self.skipped_steps = int(count)
+
+    def write_checkpoint(self, run_dir, step: int, state: dict, keep: int) -> None:
+        """Rank 0 writes ``state`` in one torch.save, atomically; the others wait."""
         if self.is_main:
-            ckpt.save_checkpoint(run_dir, step, {**self.state_dict(), **extra_state}, keep=keep)
+            ckpt.save_checkpoint(run_dir, step, state, keep=keep)
         self.barrier()
+
+    def restore_files(self, state: dict, path) -> dict:
+        """Read whatever a checkpoint keeps beside its .pt (nothing here); the state to load."""
+        return state
 
     def checkpoints_newest_first(self, run_dir) -> list:
         """The run's checkpoints this strategy can resume from, newest first."""
@@ -107,28 +169,6 @@ class Strategy:
     def latest_checkpoint(self, run_dir):
         found = self.checkpoints_newest_first(run_dir)
         return found[0] if found else None
-
-    def load_checkpoint(self, path) -> dict:
-        """Restore model/optimizer/scaler from ``path``; return the whole state (step, rng, ...)."""
-        # On the CPU first: RNG states must stay CPU tensors, and load_state_dict moves the
-        # weights and the optimizer's moments to the parameters' device itself.
-        return self.restore(ckpt.load_checkpoint(path, map_location="cpu"), path)
-
-    def restore(self, state: dict, path) -> dict:
-        """Restore from a checkpoint already read from ``path`` (ckpt.load_checkpoint)."""
-        self.load_state_dict(state)
-        return state
-
-    def state_dict(self) -> dict:
-        return {"model": self.unwrap().state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "skipped_steps": self.skipped_steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.unwrap().load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.skipped_steps = state.get("skipped_steps", 0)
 
     def close(self) -> None:
         pass

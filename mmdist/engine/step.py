@@ -3,7 +3,9 @@
 The network runs once per step (MixMatch adds a no-grad label-guessing pass): the labeled and
 strong classification images go through the classifier together, the weak view gives FixMatch's
 pseudo-labels without gradient, and only the segmentation images (labeled, plus unlabeled for the
-consistency term) go through the decoder and the saliency bridge.
+consistency term) go through the decoder and the saliency bridge. With losses.seg_unlabeled: w2s
+the unlabeled ones go in as strong views (mmdist.losses.w2s), and their weak views in the same
+forward, without gradient (plus the feature-perturbation stream when it is on).
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ import torch
 import torch.nn.functional as F
 
 from mmdist import losses as L
+from mmdist.losses import w2s as W
 from mmdist.data.streams import StepBatch
 from mmdist.model.saliency import at_least_fp32
 from mmdist.model.variants import VariantSpec
 
 
-def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, step: int
+def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, step: int,
+                    pseudo_labeler: L.PseudoLabeler | None = None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return (total loss, detached terms for logging) for one step.
 
-    ``model`` may be the bare MultiMixNet or a DDP/DeepSpeed wrapper of it.
+    ``model`` may be the bare MultiMixNet or a DDP/DeepSpeed wrapper of it. ``pseudo_labeler``
+    holds the classifier's threshold/alignment state across steps (the trainer's, checkpointed);
+    None builds a fresh one from ``loss_config`` (exact for the stateless 'fixed' threshold).
     """
     if spec.ssl == "mixmatch":
         return _mixmatch_losses(model, batch, loss_config, step)
@@ -35,26 +41,42 @@ def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, ste
             parts.append(batch.cls_unlabeled_strong)
             pseudo_images = batch.cls_unlabeled_weak
         cls_images = torch.cat(parts) if len(parts) > 1 else parts[0]
+    unlabeled_seg = spec.unlabeled_seg_loss(loss_config)
+    weak_views = {}
     if spec.decoder:
         n_seg_labeled = batch.seg_labeled.shape[0]
-        seg_images = (torch.cat([batch.seg_labeled, batch.seg_unlabeled]) if spec.consistency
-                      else batch.seg_labeled)
+        seg_images = batch.seg_labeled
+        if unlabeled_seg == "kl":
+            seg_images = torch.cat([batch.seg_labeled, batch.seg_unlabeled])
+        elif unlabeled_seg == "w2s":
+            strong = W.strong_views(batch.seg_unlabeled, loss_config)
+            seg_images = torch.cat([batch.seg_labeled, strong.images])
+            weak_views = {"seg_weak_images": batch.seg_unlabeled,
+                          "feature_dropout": loss_config.w2s_feature_dropout}
 
-    out = model(cls_images=cls_images, seg_images=seg_images, pseudo_images=pseudo_images)
+    out = model(cls_images=cls_images, seg_images=seg_images, pseudo_images=pseudo_images,
+                **weak_views)
     terms: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=(cls_images if cls_images is not None else seg_images).device)
     if spec.classifier:
         terms["ce"] = L.supervised_ce(out.cls_logits[:n_labeled], batch.cls_labeled_target)
         total = total + terms["ce"]
         if spec.ssl == "fixmatch":
-            terms["fixmatch"], terms["mask_ratio"] = L.fixmatch_loss(
-                out.pseudo_logits, out.cls_logits[n_labeled:], loss_config.tau)
+            labeler = pseudo_labeler or L.build_pseudo_labeler(loss_config)
+            pseudo, weight, schedule_terms = labeler(out.pseudo_logits, batch.cls_labeled_target)
+            terms["fixmatch"] = L.weighted_pseudo_ce(out.cls_logits[n_labeled:], pseudo, weight)
+            terms["mask_ratio"] = weight.mean()
+            terms.update(schedule_terms)
             total = total + loss_config.lambda_u * terms["fixmatch"]
     if spec.decoder:
         labeled_logits = out.seg_logits[:n_seg_labeled]
         terms["dice"] = L.dice_loss(torch.sigmoid(at_least_fp32(labeled_logits)), batch.seg_labeled_mask)
         total = total + loss_config.lambda_d * terms["dice"]
-        if spec.consistency:
+        if unlabeled_seg == "w2s":
+            terms.update(W.w2s_losses(out.seg_logits[n_seg_labeled:], out.seg_weak_logits, strong,
+                                      out.seg_fp_logits, loss_config.w2s_threshold))
+            total = total + loss_config.w2s_weight * terms["w2s"]
+        elif unlabeled_seg == "kl":
             kl = L.bernoulli_kl if loss_config.kl == "bernoulli" else L.reference_softmax_kl
             terms["kl"] = kl(labeled_logits, out.seg_logits[n_seg_labeled:])
             total = total + loss_config.lambda_kl * terms["kl"]

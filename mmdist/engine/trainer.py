@@ -13,33 +13,38 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import signal
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from mmdist.augment.sources import build_step_source
 from mmdist.config import Config, dump_config
+from mmdist.data.audit import write_split
 from mmdist.data.sources import build_task_data, epoch_pool
 from mmdist.data.streams import iterate_steps
 from mmdist.engine import checkpoint as ckpt
+from mmdist.engine import console
 from mmdist.engine import rng
+from mmdist.engine.checkpointer import assert_finite, run_checkpointer
 from mmdist.engine.clock import TrainingClock
 from mmdist.engine.devices import configure_numerics, threads_per_rank
 from mmdist.engine.ema import ModelEMA
 from mmdist.engine.precision import autocast
-from mmdist.engine.resume import read_resume_state
+from mmdist.engine.resume import resume
+from mmdist.engine.run_folder import check_config_matches, claim
 from mmdist.engine.schedule import batch_per_rank, plan_run
 from mmdist.engine.selection import build_selection
 from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.engine.strategies import build_strategy
-from mmdist.engine.sync_points import FiniteLossWatch, StopAgreement
+from mmdist.engine.sync_points import FiniteLossWatch, SkippedSteps, StopAgreement
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
+from mmdist.losses import build_pseudo_labeler
 from mmdist.model import VARIANTS, build_model
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -63,12 +68,24 @@ class Trainer:
         self.config = config = copy.deepcopy(config)
         self.spec = VARIANTS[config.model.variant]
         configure_numerics(config.engine, config.trainer.deterministic)  # before any CUDA kernel
+        # The datasets first: a cold raw or csv source is prepared here (one process per cache,
+        # the others wait on its lock), before any process group exists, so no rank waits for
+        # it inside a collective whose timeout it could outlast.
+        self.task_data = build_task_data(config, self.spec.tasks)
         self.strategy = strategy or build_strategy(config.engine)
         self.threads = threads_per_rank(config.trainer.threads, self.strategy.local_world_size)
         torch.set_num_threads(self.threads.threads)
         config.data.batch_size = batch_per_rank(config.data, self.strategy.world_size)
         self.run_dir = Path(config.output_dir)
         self.stop_requested = False
+
+    def close(self) -> None:
+        """Release the wrapped model (DDP's reducer, DeepSpeed's engine hold the process group)
+        before the strategy destroys the group: the other order can abort a rank at exit and
+        turn exit status 3 (preempted, requeue) into 134. Safe to call on any path."""
+        self.model = self.optimizer = self.scheduler = self.checkpointer = None
+        gc.collect()
+        self.strategy.close()
 
     def _request_stop(self, signum, _frame) -> None:
         self.stop_requested = True
@@ -80,7 +97,6 @@ class Trainer:
     # ---- set-up ------------------------------------------------------------------------------
     def _build(self) -> None:
         config, strategy = self.config, self.strategy
-        self.task_data = build_task_data(config, self.spec.tasks)
         pool = epoch_pool(config, self.task_data)
         self.plan = plan_run(config, strategy.world_size, pool.images, pool.description)
         self.source = build_step_source(config, self.task_data, self.spec.streams, strategy.rank,
@@ -100,35 +116,22 @@ class Trainer:
         self.optimizer = strategy.optimizer
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
+        self.pseudo_labeler = build_pseudo_labeler(config.losses)  # threshold/alignment state
 
     def _restore(self) -> int:
-        """Resume (mmdist.engine.resume): the strategy's state, then the trainer's own."""
-        state = read_resume_state(self.config.trainer.resume, self.strategy, self.run_dir)
-        if state is None:
-            return 0
-        self.scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        rng.restore_for_rank(state, self.strategy.rank, self.strategy.world_size,
-                             self.config.seed, step, self.strategy.device)
-        if self.ema is not None:
-            self.ema.restore(state.get("ema"), self.strategy.unwrap())
-        if self.best is not None:
-            self.best.restore(state.get("selection"))
-        return step
+        """Resume (mmdist.engine.resume) every part, after checking that the checkpoint was
+        trained as the network this run's config describes."""
+        current = self.config.to_dict()
+        step = resume(self.config.trainer.resume, self.checkpointer, self.run_dir,
+                      check=lambda state, path: check_config_matches(state, current, path,
+                                                                     "this run's config"))
+        return step or 0
 
     def save(self, step: int) -> None:
-        """Checkpoint through the strategy, with every rank's random states; never weights that
-        a non-finite loss has reached."""
+        """Checkpoint every part, with every rank's random states; never weights that a
+        non-finite loss or update has reached."""
         self.finite.check(step)
-        states = self.strategy.all_gather_object(rng.capture(self.strategy.device))
-        extra = {"scheduler": self.scheduler.state_dict(), "config": self.config.to_dict(),
-                 "rng_per_rank": states}
-        if self.ema is not None:
-            extra["ema"] = self.ema.state_dict()
-        if self.best is not None:
-            extra["selection"] = self.best.record()
-        self.strategy.save_checkpoint(self.run_dir, step, extra,
-                                      keep=self.config.trainer.keep_checkpoints)
+        self.checkpointer.save(step)
 
     def _announce(self, start: int) -> None:
         """One line at start: how this run is laid out (rank 0, stdout)."""
@@ -140,15 +143,30 @@ class Trainer:
               f"({self.threads.source}); {p.batch_per_rank} images per stream per rank, "
               f"{p.global_batch} global; {p.steps_per_epoch} steps per epoch "
               f"({p.epoch_description}); steps {start}..{p.max_steps}, lr {p.lr:g}", flush=True)
+        print(console.run_folder_line(self.run_dir), flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
         config, strategy = self.config, self.strategy
+        # Every rank looks before rank 0 changes anything: all refuse together, or none does.
         if strategy.is_main:
+            removed = claim(self.run_dir, config.trainer.resume, config.trainer.overwrite)
+            if removed:
+                print(f"mmdist: trainer.overwrite: removed the previous run's {len(removed)} "
+                      f"file(s) from {self.run_dir}", flush=True)
+        elif not config.trainer.overwrite:
+            claim(self.run_dir, config.trainer.resume, False)
+        self._build()
+        self.checkpointer = run_checkpointer(self.run_dir, config, strategy, self.scheduler,
+                                             self.ema, self.best)
+        # The classifier's pseudo-label schedule (mmdist.losses.pseudo_label); the same on every
+        # rank (summed statistics). Older checkpoints lack it: it then starts fresh.
+        self.checkpointer.register("threshold", self.pseudo_labeler, optional=True)
+        start = self._restore()
+        if strategy.is_main:  # after the checks of resume: a refused run leaves the folder as is
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(config, self.run_dir / "config.yaml")
-        self._build()
-        start = self._restore()
+            write_split(self.task_data, self.run_dir)  # the split, for audits (mmdist.data.audit)
         # Steps are logged as the count of steps done: a run resumed at `start` logs start + 1
         # first, and whatever a crashed run logged from there on is dropped.
         self.logger = TensorBoardLogger(self.run_dir / "tb", enabled=strategy.is_main,
@@ -189,11 +207,13 @@ class Trainer:
     def _loop(self, start: int):
         config, strategy = self.config, self.strategy
         max_steps = self.plan.max_steps
-        progress = tqdm(total=max_steps, initial=start,
-                        disable=not (config.trainer.progress and strategy.is_main),
-                        desc=f"{config.model.variant}", dynamic_ncols=True)
+        # A bar on a terminal, a line every log_every steps in a job's log (mmdist.engine.console)
+        self.progress = progress = console.progress_bar(
+            max_steps, start, config.model.variant, config.trainer.progress and strategy.is_main,
+            config.trainer.log_every or 50)
         clock = TrainingClock(strategy.synchronize)
         self.finite = FiniteLossWatch(strategy.device)
+        self.skips = SkippedSteps(config.engine.max_skipped_in_a_row)
         self.stops = StopAgreement(strategy, config.trainer.stop_check_every, max_steps)
         step, self.last_val = start, {}
         self.model.train()
@@ -206,13 +226,15 @@ class Trainer:
                                  channels_last=config.engine.channels_last).as_model_input()
                 with autocast(strategy.device, strategy.precision):
                     loss, terms = training_losses(self.model, batch, self.spec, config.losses,
-                                                  step)
-                self.finite.add(loss, step)  # no host sync: read at the loop's sync points
+                                                  step, self.pseudo_labeler)
                 if strategy.backward_step(loss):
-                    # A step the fp16 GradScaler skipped advances neither schedule nor EMA.
+                    self.finite.add(loss, step)  # no host sync: read at the loop's sync points
+                    self.skips.taken()
                     self.scheduler.step()
                     if self.ema is not None:
                         self.ema.update(strategy.unwrap())
+                else:  # skipped on every rank: advances neither schedule nor EMA
+                    self.skips.skipped(step + 1)  # steps counted as in the logs
                 step += 1
                 strategy.progress(step)
                 clock.add_images(batch.image_count)
@@ -265,8 +287,14 @@ class Trainer:
         metrics = self._validate_weights(self.model_for_eval(), step, "val")
         if self.ema is not None:
             metrics.update(self._validate_weights(self.ema.module, step, "val_ema"))
-        if self.best is not None and self.best.consider(step, metrics) and self.strategy.is_main:
-            self.best.save(self.strategy.unwrap(), self.ema, self.config)
+        if self.best is not None and self.best.consider(step, metrics):
+            # NaN weights still score finitely (argmax 0, Dice 0): check them before keeping.
+            assert_finite(self.checkpointer.finite_modules(), step)
+            if self.strategy.is_main:
+                self.best.save(self.strategy.unwrap(), self.ema, self.config)
+        console.say(getattr(self, "progress", None), console.validation_line(
+            step, self.plan.max_steps, metrics, self.best.record() if self.best else None),
+            self.strategy.is_main)
         return metrics
 
     def _validate_weights(self, model, step: int, name: str) -> dict:

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 
 from mmdist.config import Config, from_dict
 from mmdist.engine.checkpoint import best_checkpoint_path, find_latest_checkpoint, load_checkpoint
+from mmdist.engine.run_folder import check_config_matches
 from mmdist.model import MultiMixNet, build_model
 
 WEIGHTS = ("auto", "ema", "raw")
@@ -32,14 +34,20 @@ def weights_of(state: dict, weights: str = "auto", where: str = "checkpoint") ->
     return "raw", state["model"]
 
 
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", weights: str = "auto"
-               ) -> tuple[MultiMixNet, Config, dict]:
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", weights: str = "auto",
+               run_dir: str | Path | None = None) -> tuple[MultiMixNet, Config, dict]:
     """Rebuild the network a checkpoint was trained as (from the config saved inside it) and load
     its ``weights`` (see weights_of). Returns (model in eval mode on ``device``, that config, the
-    checkpoint dict with 'weights_used' set to 'ema' or 'raw')."""
+    checkpoint dict with 'weights_used' set to 'ema' or 'raw'). A checkpoint of another network
+    than ``run_dir``'s config.yaml says (default: the run folder the checkpoint sits in, when it
+    has one) is refused in one line (mmdist.engine.run_folder)."""
     state = load_checkpoint(checkpoint, map_location="cpu")
     if "config" not in state or "model" not in state:
         raise RuntimeError(f"{checkpoint}: checkpoint lacks the 'config' or 'model' entry")
+    run_config = Path(run_dir or Path(checkpoint).resolve().parent.parent) / "config.yaml"
+    if run_config.is_file():  # a run's checkpoint: it must be the network the run describes
+        check_config_matches(state, yaml.safe_load(run_config.read_text()) or {}, checkpoint,
+                             str(run_config))
     config = from_dict(state["config"])
     model = build_model(config.model)
     state["weights_used"], state_dict = weights_of(state, weights, str(checkpoint))

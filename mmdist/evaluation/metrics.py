@@ -1,12 +1,16 @@
 """The paper's metrics, per image and per test set, and their merge across ranks.
 
 Classification (over a whole test set): ``acc``, ``f1_normal``, ``f1_pneumonia``, ``auc``
-(scikit-learn). Segmentation (per image, then the mean over images): ``dice``, ``jaccard``,
+(scikit-learn), and what a clinician reads: ``balanced_acc`` (the mean of sensitivity and
+specificity, so a model that calls every image pneumonia scores 0.5 whatever the class mix),
+``sensitivity`` (pneumonia found), ``specificity`` (normal called normal) and the confusion matrix
+as counts ``tn``, ``fp``, ``fn``, ``tp`` (pneumonia positive), all scikit-learn's. Segmentation (per image, then the mean over images): ``dice``, ``jaccard``,
 ``precision``, ``recall`` (from per-image pixel counts), ``ssim`` (scikit-image's definition, on
 the binary masks) and ``hausdorff``: the average (modified, Dubuisson & Jain) Hausdorff distance
 between the foreground pixel sets, in pixels of the evaluated image size (scikit-image's
 definition). Both are computed by the fast equivalents of mmdist.evaluation.mask_metrics;
-``definition="reference"`` calls scikit-image itself.
+``definition="reference"`` calls scikit-image itself. Beside them, the field's surface distances
+on the mask boundaries, ``hd95`` and ``assd`` (MONAI's, mmdist.evaluation.surface).
 
 Conventions for degenerate images, chosen so a test set always has finite numbers:
 - dice/jaccard are 1 when prediction and truth are both empty; precision is 0 for an empty
@@ -25,19 +29,25 @@ sharding gives exactly the one-process result.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score,
+    roc_auc_score)
 
 from mmdist.evaluation.mask_metrics import (
     count_pixels, hausdorff_scores, reference_average_hausdorff, reference_mask_ssim, ssim_scores)
+from mmdist.evaluation.surface import SURFACE_METRICS, surface_metrics
 
-CLASSIFICATION_METRICS = ("acc", "f1_normal", "f1_pneumonia", "auc")
+CLASSIFICATION_METRICS = ("acc", "f1_normal", "f1_pneumonia", "auc", "balanced_acc",
+                          "sensitivity", "specificity", "tn", "fp", "fn", "tp")
 SEGMENTATION_METRICS = ("dice", "jaccard", "ssim", "hausdorff", "precision", "recall")
-METRICS = CLASSIFICATION_METRICS + SEGMENTATION_METRICS
+"""The paper's six, per image from ``segmentation_scores`` (fast and reference definitions)."""
+METRICS = CLASSIFICATION_METRICS + SEGMENTATION_METRICS + SURFACE_METRICS
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,7 +58,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     """Metrics of a whole test set.
 
     probs: (N, 2) float class probabilities (normal, pneumonia); labels: (N,) int in {0, 1}.
-    Returns {'acc', 'f1_normal', 'f1_pneumonia', 'auc'}; the predicted class is the argmax.
+    Returns the CLASSIFICATION_METRICS (floats; tn, fp, fn, tp are counts with pneumonia the
+    positive class); the predicted class is the argmax. Sensitivity (specificity) is 0 when the
+    set has no pneumonia (normal) image, as scikit-learn's recall with zero_division=0.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
@@ -65,8 +77,17 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         auc = float(roc_auc_score(labels, probs[:, 1]))
     else:
         auc = math.nan  # undefined with a single class
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    sensitivity, specificity = recall_score(labels, predicted, labels=[1, 0], average=None,
+                                            zero_division=0)
+    with warnings.catch_warnings():
+        # One class in the truth: scikit-learn warns and averages the recall of the class present.
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(labels, predicted))
     return {"acc": float(accuracy_score(labels, predicted)), "f1_normal": float(f1_normal),
-            "f1_pneumonia": float(f1_pneumonia), "auc": auc}
+            "f1_pneumonia": float(f1_pneumonia), "auc": auc, "balanced_acc": balanced,
+            "sensitivity": float(sensitivity), "specificity": float(specificity),
+            "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,10 +160,14 @@ def segmentation_scores(pred: np.ndarray | torch.Tensor, true: np.ndarray | torc
 
 
 def segmentation_metrics(scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean over images of each per-image segmentation metric (from ``segmentation_scores``)."""
+    """Mean over images of each per-image segmentation metric (from ``segmentation_scores``),
+    and the surface distances' set values (mmdist.evaluation.surface) when ``scores`` has them."""
     if len(scores["dice"]) == 0:
         raise ValueError("segmentation metrics need at least one image")
-    return {name: float(np.mean(scores[name])) for name in SEGMENTATION_METRICS}
+    out = {name: float(np.mean(scores[name])) for name in SEGMENTATION_METRICS}
+    if all(name in scores for name in SURFACE_METRICS):
+        out.update(surface_metrics(scores))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

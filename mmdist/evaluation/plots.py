@@ -1,5 +1,5 @@
-"""The paper's figures: ROC curves, Bland-Altman of lung areas, Dice box plots, mask boundary
-overlays and saliency maps per class.
+"""The paper's figures: ROC curves, Bland-Altman of lung areas, box plots of per-image Dice (and
+HD95 / ASSD), mask boundary overlays and saliency maps per class.
 
 Every figure is written as a PNG (``FIGURE_DPI`` dots per inch, no tight cropping, so a figure of
 w x h inches is exactly w*dpi x h*dpi pixels) and, when a SummaryWriter is given, as a TensorBoard
@@ -8,6 +8,8 @@ image under the same tag. matplotlib runs on the Agg backend (no display needed)
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -95,15 +97,44 @@ def bland_altman_figure(pred_area: np.ndarray, true_area: np.ndarray, title: str
     return fig
 
 
+def fit_title(fig, ax, title: str) -> int:
+    """Set ``title`` on ``ax``, wrapped at word breaks until its measured extent fits the
+    figure's width (the axes are off-centre, so a guess from the character count clips);
+    returns its line count."""
+    renderer = fig.canvas.get_renderer()
+    for width in range(len(title), 9, -2):
+        text = "\n".join(textwrap.wrap(title, width, break_on_hyphens=False)) or title
+        ax.set_title(text)
+        extent = ax.title.get_window_extent(renderer)
+        if extent.x0 >= 0 and extent.x1 <= fig.bbox.x1:
+            break
+    return ax.get_title().count("\n") + 1
+
+
+def metric_boxplot_figure(values: dict[str, np.ndarray], ylabel: str, title: str):
+    """Box plots of a per-image metric, one box per entry (model or test set); non-finite values
+    (HD95 / ASSD of empty masks) are left out, and the count kept is shown under each name.
+    Dice-like metrics (ylabel starting 'Dice') get the axis 0..1."""
+    names = list(values)
+    kept = [np.asarray(values[n], dtype=np.float64) for n in names]
+    kept = [v[np.isfinite(v)] for v in kept]
+    width = max(4.0, 1.2 * len(names) + 1.5)
+    fig, ax = plt.subplots(figsize=(width, 4))
+    ax.boxplot(kept)
+    ax.set_xticks(range(1, len(names) + 1), [f"{n}\n(n={len(v)})" for n, v in zip(names, kept)],
+                  rotation=20, fontsize=8)
+    ax.set(ylabel=ylabel)
+    if ylabel.startswith("Dice"):
+        ax.set_ylim(0, 1.02)
+    lines = fit_title(fig, ax, title)
+    # 12 pt lines of about 17 px and the title's pad, in a 400 px high figure.
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.22, top=1 - (0.04 + 0.05 * lines))
+    return fig
+
+
 def dice_boxplot_figure(dice: dict[str, np.ndarray], title: str = "Dice per image"):
     """Box plots of per-image Dice, one box per entry (model or test set)."""
-    names = list(dice)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 1.5), 4))
-    ax.boxplot([np.asarray(dice[n], dtype=np.float64) for n in names])
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
-    ax.set(ylabel="Dice", ylim=(0, 1.02), title=title)
-    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.2, top=0.91)
-    return fig
+    return metric_boxplot_figure(dice, "Dice", title)
 
 
 def boundary_overlay(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -130,29 +161,49 @@ def boundary_overlay_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray
     return np.concatenate([boundary_overlay(i, t, p) for i, t, p in zip(images, true, pred)], axis=1)
 
 
+OVERLAY_PANEL_PX = 160
+"""Narrowest overlay panel: smaller images are shown at an integer zoom (nearest), so a title of
+OVERLAY_TITLE_CHARS characters fits above each and one-pixel outlines stay one zoomed pixel."""
+OVERLAY_TITLE_CHARS = 30
+OVERLAY_BAND_PX = 20
+
+
 def boundary_overlay_figure(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
-                            dice: Optional[np.ndarray] = None):
-    """K overlays side by side, each titled with its Dice, over a legend naming the outlines.
+                            dice: Optional[np.ndarray] = None,
+                            titles: Optional[list[str]] = None):
+    """K overlays side by side, each titled with its Dice (and ``titles[i]`` above it, e.g.
+    'worst: CHNCXR_0042_1.png', cut to OVERLAY_TITLE_CHARS), over a legend naming the outlines.
 
     images: (K, H, W) uint8, K >= 1; true, pred: (K, H, W) binary masks; dice: (K,) per-image
     Dice (default: computed by mmdist.evaluation.metrics.segmentation_scores, as the per-image
-    results are). Each panel shows its image at one figure pixel per image pixel, so one-pixel
-    outlines survive; the figure is max(K*W, 260) x (H + 40) pixels.
+    results are). Each panel shows its image at z = ceil(OVERLAY_PANEL_PX / W) figure pixels per
+    image pixel (nearest), so one-pixel outlines survive; the figure is max(K*z*W, 260) x
+    (z*H + 40 + 10 per title line) pixels.
     """
     images, true, pred = np.asarray(images), np.asarray(true), np.asarray(pred)
     if len(images) == 0:
         raise ValueError("boundary_overlay_figure: no images")
     dice = segmentation_scores(pred, true)["dice"] if dice is None else np.asarray(dice)
     k, h, w = images.shape
-    band = 20  # pixels above the panels for their titles, and below for the legend
-    width, height = max(k * w, 260), h + 2 * band
+    zoom = max(1, math.ceil(OVERLAY_PANEL_PX / w))
+    h, w = h * zoom, w * zoom
+    top = OVERLAY_BAND_PX + (10 if titles else 0)  # a second title line names the image
+    bottom = OVERLAY_BAND_PX  # the legend
+    width, height = max(k * w, 260), h + top + bottom
     fig = plt.figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI))
     left = (width - k * w) / 2
     for i in range(k):
-        ax = fig.add_axes([(left + i * w) / width, band / height, w / width, h / height])
-        ax.imshow(boundary_overlay(images[i], true[i], pred[i]), interpolation="nearest")
+        ax = fig.add_axes([(left + i * w) / width, bottom / height, w / width, h / height])
+        rgb = boundary_overlay(images[i], true[i], pred[i])
+        ax.imshow(np.kron(rgb, np.ones((zoom, zoom, 1), dtype=np.uint8)), interpolation="nearest")
         ax.set_axis_off()
-        ax.set_title(f"Dice {dice[i]:.3f}", fontsize=7, pad=2)
+        title = f"Dice {dice[i]:.3f}"
+        if titles:
+            name = titles[i]
+            if len(name) > OVERLAY_TITLE_CHARS:
+                name = name[:OVERLAY_TITLE_CHARS - 1] + "…"
+            title = f"{name}\n{title}"
+        ax.set_title(title, fontsize=7, pad=2, linespacing=1.1)
     handles = [plt.Line2D([], [], color=np.asarray(colour) / 255, label=OVERLAY_LABELS[key])
                for key, colour in (("truth", TRUTH_COLOUR), ("prediction", PREDICTION_COLOUR))]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False,
@@ -185,11 +236,51 @@ def saliency_figure(images: np.ndarray, saliency: np.ndarray, labels: np.ndarray
     return fig
 
 
-def per_image_dice(runs) -> dict[str, dict[str, np.ndarray]]:
-    """Per-image Dice of a sweep's runs: {segmentation test set: {'variant c/s': values}}.
+SALIENCY_CMAP = "inferno"
+SALIENCY_ALPHA = 0.6
+
+
+def saliency_overlay_figure(image: np.ndarray, saliency: np.ndarray,
+                            vmax: Optional[float] = None, title: Optional[str] = None):
+    """One X-ray with its saliency map over it and a colour bar of the map's values.
+
+    image: (H, W) uint8; saliency: (H, W) float >= 0; vmax: the top of the colour scale (pass one
+    value for several images to put them on one scale; default: this map's maximum). The image
+    is shown at one figure pixel per image pixel (at least 160 px: integer zoom), the bar beside
+    it; returns the figure.
+    """
+    image, saliency = np.asarray(image), np.asarray(saliency, dtype=np.float64)
+    if image.shape != saliency.shape or image.ndim != 2:
+        raise ValueError(f"image and saliency must both be (H, W), got {image.shape} and "
+                         f"{saliency.shape}")
+    top = float(saliency.max()) if vmax is None else float(vmax)
+    top = top if top > 0 else 1.0  # an all-zero map still gets a scale
+    zoom = max(1, math.ceil(OVERLAY_PANEL_PX / image.shape[1]))
+    h, w = image.shape[0] * zoom, image.shape[1] * zoom
+    band, bar = (OVERLAY_BAND_PX if title else 4), 70  # title above; bar and its labels beside
+    width, height = w + bar, h + band + 4
+    fig = plt.figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI))
+    ax = fig.add_axes([0, 4 / height, w / width, h / height])
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    shown = ax.imshow(saliency, cmap=SALIENCY_CMAP, alpha=SALIENCY_ALPHA, vmin=0, vmax=top,
+                      interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=7, pad=2)
+    cax = fig.add_axes([(w + 8) / width, 4 / height, 12 / width, h / height])
+    colorbar = fig.colorbar(shown, cax=cax)
+    colorbar.ax.tick_params(labelsize=7)
+    colorbar.set_label("saliency", fontsize=7)
+    return fig
+
+
+def per_image_metric(runs, metric: str = "dice") -> dict[str, dict[str, np.ndarray]]:
+    """Per-image values of a metric over a sweep's runs: {segmentation test set: {'variant c/s':
+    values}}.
 
     runs: mmdist.evaluation.tables.RunResult list; reads RUN_DIR/eval/per_image/<set>.csv (written
-    by ``python -m mmdist.evaluate``); runs without that file are left out. Seeds are pooled.
+    by ``python -m mmdist.evaluate``); runs without that file or column are left out. Seeds are
+    pooled.
     """
     import csv
 
@@ -200,20 +291,35 @@ def per_image_dice(runs) -> dict[str, dict[str, np.ndarray]]:
             if entry.get("kind") != "segmentation" or not path.is_file():
                 continue
             with path.open(newline="") as handle:
-                dice = [float(row["dice"]) for row in csv.DictReader(handle)]
+                rows = list(csv.DictReader(handle))
+            if not rows or metric not in rows[0]:
+                continue
             label = f"{run.variant} {run.classification_labeled}/{run.segmentation_labeled}"
-            by_set.setdefault(name, {}).setdefault(label, []).extend(dice)
+            by_set.setdefault(name, {}).setdefault(label, []).extend(
+                float(row[metric]) for row in rows)
     return {name: {label: np.asarray(v) for label, v in cells.items()}
             for name, cells in by_set.items()}
 
 
+def per_image_dice(runs) -> dict[str, dict[str, np.ndarray]]:
+    """``per_image_metric(runs, 'dice')``."""
+    return per_image_metric(runs, "dice")
+
+
+SWEEP_BOXPLOTS = (("dice", "Dice"), ("hd95", "HD95 (pixels)"), ("assd", "ASSD (pixels)"))
+
+
 def sweep_dice_boxplots(runs, out_dir: str | Path, writer=None) -> list[Path]:
     """The paper's consistency figure over a sweep: one box per (model, |D_l^c|, |D_l^s|) cell,
-    one figure per segmentation test set (see ``per_image_dice``). Writes
-    out_dir/dice_boxplot_<set>.png; returns the paths."""
+    one figure per segmentation test set and metric (Dice, and HD95 and ASSD where the per-image
+    files have them; see ``per_image_metric``). Writes out_dir/<metric>_boxplot_<set>.png;
+    returns the paths."""
     written = []
-    for name, cells in sorted(per_image_dice(runs).items()):
-        figure = dice_boxplot_figure(cells, title=f"Dice per image, {name} (model |D_l^c|/|D_l^s|)")
-        written.append(save_figure(figure, Path(out_dir) / f"dice_boxplot_{name}.png", writer,
-                                   f"sweep/dice_boxplot/{name}"))
+    for metric, label in SWEEP_BOXPLOTS:
+        for name, cells in sorted(per_image_metric(runs, metric).items()):
+            short = label.split(" ")[0]
+            figure = metric_boxplot_figure(
+                cells, label, f"{short} per image, {name} (model |D_l^c|/|D_l^s|)")
+            written.append(save_figure(figure, Path(out_dir) / f"{metric}_boxplot_{name}.png",
+                                       writer, f"sweep/{metric}_boxplot/{name}"))
     return written

@@ -4,13 +4,16 @@ A run directory holds config.yaml (which model, which label budgets, which seed)
 eval/metrics.json (written by ``python -m mmdist.evaluate``). A sweep table groups runs into cells
 (variant, |D_l^c|, |D_l^s|), reports mean +- std over the runs (seeds) of a cell for every test
 set and metric, and Student's two-sided t-test p-value (``scipy.stats.ttest_ind``, equal
-variances) of the reference model (MultiMix) against each other model at the same budgets.
+variances) of the reference model (MultiMix) against each other model at the same budgets. A
+spread and a test need seeds: with fewer than MIN_SEEDS runs in a cell the tables print the mean
+alone and no p-value (the CSV leaves std and p empty).
 
     python -m mmdist.evaluation.tables RUN_DIR... [--out DIR] [--reference multimix]
 
 writes DIR/table.md (every test set and metric), DIR/table.csv, DIR/table_paper.md (the paper's
-Table 2 columns) and DIR/dice_boxplot_<set>.png (the paper's consistency figure:
-per-image Dice per model) (default DIR: the current folder).
+Table 2 columns), DIR/table_clinical.md (balanced accuracy, sensitivity, specificity, the
+confusion matrix, HD95 and ASSD) and DIR/<metric>_boxplot_<set>.png for Dice (the paper's
+consistency figure), HD95 and ASSD (default DIR: the current folder).
 """
 
 from __future__ import annotations
@@ -30,14 +33,32 @@ from scipy.stats import ttest_ind
 
 from mmdist.config import ConfigError, load_config
 from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
+from mmdist.evaluation.surface import SURFACE_METRICS
 
-METRIC_ORDER = CLASSIFICATION_METRICS + SEGMENTATION_METRICS
+METRIC_ORDER = CLASSIFICATION_METRICS + SEGMENTATION_METRICS + SURFACE_METRICS
+MIN_SEEDS = 3
+"""Runs a cell needs before the tables print a spread (± std) or a t-test p-value."""
 PAPER_COLUMNS = (("Acc", "acc", "classification"), ("F1-N", "f1_normal", "classification"),
                  ("F1-P", "f1_pneumonia", "classification"), ("Dice", "dice", "segmentation"),
                  ("HD", "hausdorff", "segmentation"), ("SSIM", "ssim", "segmentation"))
 """The columns of the paper's Table 2: (header, metric, test-set kind)."""
-PAPER_HEADER = ("| model | D_l^c | D_l^s | " + " | ".join(h for h, _, _ in PAPER_COLUMNS) + " |\n"
-                "|---|---|---|" + "---|" * len(PAPER_COLUMNS) + "\n")
+CLINICAL_COLUMNS = (("BAcc", "balanced_acc", "classification"),
+                    ("Sens", "sensitivity", "classification"),
+                    ("Spec", "specificity", "classification"), ("TN", "tn", "classification"),
+                    ("FP", "fp", "classification"), ("FN", "fn", "classification"),
+                    ("TP", "tp", "classification"), ("HD95", "hd95", "segmentation"),
+                    ("ASSD", "assd", "segmentation"))
+"""What a clinician reads beside Table 2: balanced accuracy, sensitivity (pneumonia found),
+specificity, the confusion matrix (pneumonia positive) and the surface distances in pixels."""
+
+
+def _header(columns) -> str:
+    return ("| model | D_l^c | D_l^s | " + " | ".join(h for h, _, _ in columns) + " |\n"
+            "|---|---|---|" + "---|" * len(columns) + "\n")
+
+
+PAPER_HEADER = _header(PAPER_COLUMNS)
+CLINICAL_HEADER = _header(CLINICAL_COLUMNS)
 
 
 @dataclass
@@ -77,7 +98,9 @@ def load_run(run_dir: str | Path) -> RunResult:
 
 
 def _fmt(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
 
 
 def _first_set(test_sets: dict, kind: str, domain: str):
@@ -88,13 +111,15 @@ def _first_set(test_sets: dict, kind: str, domain: str):
     return None
 
 
-def paper_row(variant: str, classification_labeled, segmentation_labeled, test_sets: dict) -> str:
-    """One Markdown row of the paper's Table 2: in-domain values, cross-domain in brackets.
+def paper_row(variant: str, classification_labeled, segmentation_labeled, test_sets: dict,
+              columns=PAPER_COLUMNS) -> str:
+    """One Markdown row of the paper's Table 2 (or of ``columns``): in-domain values,
+    cross-domain in brackets.
 
     test_sets: as in eval/metrics.json. A metric the run has no test set for prints '-'.
     """
     cells = []
-    for _, metric, kind in PAPER_COLUMNS:
+    for _, metric, kind in columns:
         inside = _first_set(test_sets, kind, "in")
         cross = _first_set(test_sets, kind, "cross")
         text = _fmt(inside["metrics"].get(metric)) if inside else "-"
@@ -105,8 +130,15 @@ def paper_row(variant: str, classification_labeled, segmentation_labeled, test_s
         " | ".join(cells) + " |\n"
 
 
+def clinical_row(variant: str, classification_labeled, segmentation_labeled,
+                 test_sets: dict) -> str:
+    """One Markdown row of the clinical table (CLINICAL_COLUMNS), as ``paper_row``."""
+    return paper_row(variant, classification_labeled, segmentation_labeled, test_sets,
+                     CLINICAL_COLUMNS)
+
+
 def _t_test(a: list[float], b: list[float]) -> float:
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS:
         return math.nan
     with warnings.catch_warnings():
         # Identical values in both groups give NaN with a precision warning: no evidence either way.
@@ -137,8 +169,8 @@ def sweep_rows(runs: list[RunResult], reference: str = "multimix") -> list[dict]
             "variant": variant, "classification_labeled": cls_budget,
             "segmentation_labeled": seg_budget, "test_set": test_set, "metric": metric,
             "n": len(got), "mean": float(np.mean(got)),
-            # Sample std (ddof=1), as a paper's "+-" over repeated runs; 0 for a single run.
-            "std": float(np.std(got, ddof=1)) if len(got) > 1 else 0.0,
+            # Sample std (ddof=1), as a paper's "+-" over repeated runs; none under MIN_SEEDS.
+            "std": float(np.std(got, ddof=1)) if len(got) >= MIN_SEEDS else math.nan,
             "p_vs_reference": math.nan if variant == reference else _t_test(got, ref),
         })
     return rows
@@ -167,7 +199,7 @@ def rows_to_markdown(rows: list[dict], reference: str = "multimix") -> str:
     cells: dict = {}
     for row in rows:
         cell = (row["variant"], row["classification_labeled"], row["segmentation_labeled"])
-        text = f"{row['mean']:.3f} ± {row['std']:.3f}"
+        text = _mean_std(row)
         if not math.isnan(row["p_vs_reference"]):
             text += f" (p={row['p_vs_reference']:.3g})"
         entry = cells.setdefault(cell, {"n": 0})
@@ -180,14 +212,24 @@ def rows_to_markdown(rows: list[dict], reference: str = "multimix") -> str:
              " | ".join(entry.get(col, "-") for col in columns) + " |\n"
              for (v, c, s), entry in cells.items()]
     note = (f"\nmean ± std over runs (seeds); p: Student's two-sided t-test against {reference} "
-            "at the same label budgets.\n")
+            f"at the same label budgets; a cell with fewer than {MIN_SEEDS} runs shows its mean "
+            "alone and no p.\n")
     return header + "".join(lines) + note
 
 
-def paper_table(runs: list[RunResult], reference: str = "multimix") -> str:
-    """The paper's Table 2 over a sweep: one row per cell, each column 'mean ± std' of the first
-    in-domain test set of its kind, the cross-domain mean in brackets, and '*' where the
-    in-domain value differs from the reference model's at the same budgets (t-test p < 0.05)."""
+def _mean_std(row: dict) -> str:
+    """'mean ± std', or the mean alone for fewer than MIN_SEEDS runs."""
+    if math.isnan(row["std"]):
+        return f"{row['mean']:.3f}"
+    return f"{row['mean']:.3f} ± {row['std']:.3f}"
+
+
+def paper_table(runs: list[RunResult], reference: str = "multimix",
+                columns=PAPER_COLUMNS) -> str:
+    """The paper's Table 2 (or ``columns``) over a sweep: one row per cell, each column
+    'mean ± std' of the first in-domain test set of its kind, the cross-domain mean in brackets,
+    and '*' where the in-domain value differs from the reference model's at the same budgets
+    (t-test p < 0.05; cells of MIN_SEEDS runs or more)."""
     rows = sweep_rows(runs, reference)
     kinds: dict[str, tuple[str, str]] = {}
     for run in runs:
@@ -204,27 +246,29 @@ def paper_table(runs: list[RunResult], reference: str = "multimix") -> str:
                 return found[cell + (name, metric)]
         return None
 
-    lines = [PAPER_HEADER]
+    lines = [_header(columns)]
     for cell in cells:
         texts = []
-        for _, metric, kind in PAPER_COLUMNS:
+        for _, metric, kind in columns:
             inside, cross = first(kind, "in", cell, metric), first(kind, "cross", cell, metric)
-            text = f"{inside['mean']:.3f} ± {inside['std']:.3f}" if inside else "-"
+            text = _mean_std(inside) if inside else "-"
             if inside and inside["p_vs_reference"] < 0.05:
                 text += "*"
             if cross:
                 text += f" ({cross['mean']:.3f})"
             texts.append(text)
         lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]} | " + " | ".join(texts) + " |\n")
-    lines.append(f"\nmean ± std over seeds; cross-domain mean in brackets; * p < 0.05 against "
-                 f"{reference} (Student's t-test).\n")
+    lines.append(f"\nmean ± std over seeds (the mean alone under {MIN_SEEDS} seeds); "
+                 f"cross-domain mean in brackets; * p < 0.05 against {reference} (Student's "
+                 f"t-test, {MIN_SEEDS} seeds or more).\n")
     return "".join(lines)
 
 
 def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
                       reference: str = "multimix") -> tuple[Path, Path]:
-    """Write out_dir/table.md, out_dir/table.csv, out_dir/table_paper.md and the Dice box plots
-    (out_dir/dice_boxplot_<set>.png) for the given run directories."""
+    """Write out_dir/table.md, out_dir/table.csv, out_dir/table_paper.md,
+    out_dir/table_clinical.md and the box plots (out_dir/<metric>_boxplot_<set>.png) for the
+    given run directories."""
     from mmdist.evaluation.plots import sweep_dice_boxplots
 
     if not run_dirs:
@@ -237,6 +281,7 @@ def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
     md.write_text(rows_to_markdown(rows, reference))
     csv_path.write_text(rows_to_csv(rows))
     (out_dir / "table_paper.md").write_text(paper_table(runs, reference))
+    (out_dir / "table_clinical.md").write_text(paper_table(runs, reference, CLINICAL_COLUMNS))
     sweep_dice_boxplots(runs, out_dir)
     return md, csv_path
 

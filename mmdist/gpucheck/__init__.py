@@ -1,20 +1,12 @@
 """GPU acceptance in one command: ``python -m mmdist.gpucheck --out DIR`` (``make gpu-check``).
 
-Runs every check that needs a GPU and writes a table (DIR/gpucheck.md, also printed) and one JSON
-(DIR/gpucheck.json); the exit status is non-zero when any check failed. It runs where the
-project is not installed (``PYTHONPATH=. python -m mmdist.gpucheck``) and on torch >= 2.11. A part
-whose library is missing (DeepSpeed, DALI, submitit, pytest, ...) is reported "not installed",
-never "passed". ``--device cpu`` runs the same checks small on the CPU, to try the script before
-a GPU is at hand.
-
-The checks (each also a ``gpu``-marked test, tests/test_gpucheck.py):
-- environment: torch, CUDA, the device and its bf16 support;
-- steps: a few training steps per precision (fp32, bf16, fp16) x saliency (none, detached,
-  differentiable): finite losses, fp16 skipped steps, saliency cosine against fp32, peak memory;
-- ddp: a one-rank NCCL DDP run of ``python -m mmdist.train`` and its resume (parameter difference
-  against the uninterrupted run);
-- deepspeed: ZeRO-0 and ZeRO-2 in bf16 and fp16, when deepspeed imports;
-- evaluate / predict: ``python -m mmdist.evaluate`` and ``python -m mmdist.predict`` on the device;
-- gpu tests: ``pytest -m gpu``;
-- bench: ``bench step --compare`` at 256 px in fp32 and bf16 (img/s and peak memory per mode).
+Runs every check that needs a GPU, each in a child process of its own with a timeout
+(mmdist.gpucheck.runner), in the order of mmdist.gpucheck.registry (the most telling first; six
+minutes at most on one GPU), and writes DIR/gpucheck.json and DIR/gpucheck.md after every row.
+A row passes only when each of its assertions was made and held; a row none of whose assertions
+could be made reads "not run" with the reason (no CUDA, a library not installed, "needs 2 GPUs",
+every test skipped); a crash, hang or kill is one FAILED row and the next check still runs. Exit
+status: 0 every row that ran passed, 1 a row FAILED, 3 nothing was verified (no row ran).
+``--device cpu`` runs the checks that have a small CPU form, to try the machinery without a GPU.
+The checks' state lives in DIR/work, emptied on every run.
 """

@@ -1,119 +1,86 @@
-"""``python -m mmdist.gpucheck --out DIR [--device cuda|cpu]``: see mmdist.gpucheck."""
+"""``python -m mmdist.gpucheck --out DIR [--device cuda|cpu] [--only NAME ...] [--skip NAME ...]``:
+see mmdist.gpucheck."""
 
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from mmdist.gpucheck import report
-from mmdist.gpucheck.report import FAILED, NOT_INSTALLED, PASSED, Row
+from mmdist.gpucheck.registry import CHECKS, CPU_SLOWDOWN, ONE_GPU_BUDGET_S, Check, Context
+from mmdist.gpucheck.report import Report, failed, not_run
+from mmdist.gpucheck.runner import adopt_orphans, fresh_folder, run_check, why_not_run
 
 
-@dataclass
-class Context:
-    """What the checks share: the device and the sizes that fit it."""
-
-    device_name: str
-    out: Path
-    size: int
-    per_stream: int
-    width: float
-    steps: int
-    bench_size: int
-    bench_width: float
-    bench_steps: int
-    threads: int
-    run_timeout: float
-    tests_timeout: float
-    trained_run: Path | None = None
-
-    @classmethod
-    def for_device(cls, device: str, out: Path) -> "Context":
-        if device == "cuda":  # the real sizes: the paper's model, 256 px for the benchmark
-            return cls("cuda", out, size=128, per_stream=4, width=1.0, steps=4, bench_size=256,
-                       bench_width=1.0, bench_steps=10, threads=4, run_timeout=240,
-                       tests_timeout=300)
-        return cls("cpu", out, size=64, per_stream=2, width=0.25, steps=2, bench_size=64,
-                   bench_width=0.25, bench_steps=2, threads=2, run_timeout=300, tests_timeout=600)
-
-
-def environment(ctx: Context) -> tuple[list[Row], dict]:
-    import platform
-
+def environment() -> dict:
+    """Python, torch, CUDA and the GPUs (names and compute capability only: no tensor is made
+    on a GPU in this process; the checks run in children)."""
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda}
-    if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(),
-                    bf16=torch.cuda.is_bf16_supported(),
-                    memory_gib=torch.cuda.get_device_properties(0).total_memory / 2**30)
-    ok = ctx.device_name == "cpu" or info["cuda_available"]
-    detail = dict(info) if ok else {**info, "why": "no CUDA device is visible"}
-    rows = [Row("environment", ctx.device_name, PASSED if ok else FAILED, detail)]
-    return rows + libraries(), info
+            "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+            "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+    if info["gpus"]:
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    return info
 
 
-OPTIONAL_LIBRARIES = ("deepspeed", "nvidia.dali", "submitit", "mpi4py", "tensorboard", "pytest",
-                      "skimage", "scipy")
-
-
-def libraries() -> list[Row]:
-    """Which of the project's libraries this Python has: a missing one is 'not installed', and
-    the checks that need it say the same instead of passing."""
-    import importlib.metadata
-    import importlib.util
-
-    rows = []
-    for name in OPTIONAL_LIBRARIES:
+def run_all(checks: tuple[Check, ...], device: str, out: Path, gpus: int, report: Report,
+            budget_s: float) -> None:
+    """Each check in turn, in its own fresh folder under DIR/work; those that cannot run here
+    are "not run" with the reason, and none starts once the one-GPU budget is spent."""
+    work = fresh_folder(out / "work")
+    adopt_orphans()
+    started = time.monotonic()
+    for check in checks:
         try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # a missing parent package (nvidia)
-            found = False
-        if not found:
-            rows.append(Row("library", name, NOT_INSTALLED))
+            why = why_not_run(check, device, gpus)
+        except Exception as exc:  # e.g. an mmdist module that no longer imports: FAILED
+            report.add(failed(check.name, check.cases[0], f"{type(exc).__name__}: {exc}"))
             continue
-        distribution = {"nvidia.dali": None, "skimage": "scikit-image"}.get(name, name)
-        try:
-            version = importlib.metadata.version(distribution) if distribution else "found"
-        except importlib.metadata.PackageNotFoundError:
-            version = "found"
-        rows.append(Row("library", name, PASSED, {"version": version}))
-    return rows
+        left = budget_s - (time.monotonic() - started)
+        if not why and check.gpus <= 1 and left <= 1:
+            why = f"the {budget_s:.0f} s budget of the check was spent"
+        if why:
+            for case in check.cases:
+                report.add(not_run(check.name, case, why))
+            continue
+        timeout = check.timeout_s if device == "cuda" else (check.cpu_timeout_s or
+                                                             check.timeout_s * CPU_SLOWDOWN)
+        timeout = timeout if check.gpus > 1 else min(timeout, left)
+        ctx = Context(device=device, out=str(out), work=str(work / check.target.split(":")[1]),
+                      gpus=gpus, timeout_s=timeout)
+        run_check(check, ctx, report, timeout)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, checks: tuple[Check, ...] = CHECKS) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmdist.gpucheck", description=__doc__)
-    parser.add_argument("--out", required=True, help="folder for gpucheck.md/.json and the runs")
+    parser.add_argument("--out", required=True,
+                        help="folder for gpucheck.md/.json; DIR/work is emptied on every run")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cpu: the same checks, small, to try the script without a GPU")
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["steps", "ddp", "deepspeed", "evaluate", "tests", "bench"])
+                        help="cpu: the checks that have a small CPU form, to try the machinery "
+                             "without a GPU (those rows say device=cpu)")
+    names = sorted({c.name for c in checks})
+    parser.add_argument("--only", nargs="+", choices=names, help="run only these checks")
+    parser.add_argument("--skip", nargs="+", default=[], choices=names)
+    parser.add_argument("--budget-s", type=float, default=ONE_GPU_BUDGET_S,
+                        help="no check (but the two-GPU ones) starts after this many seconds")
     args = parser.parse_args(argv)
-    ctx = Context.for_device(args.device, Path(args.out).resolve())
-    rows, info = environment(ctx)
-    if rows[0].status == FAILED:
-        return report.write(rows, ctx.out, info)
-    from mmdist.gpucheck import runs, steps
-
-    checks = [("steps", steps.training_steps), ("ddp", runs.ddp_and_resume),
-              ("deepspeed", runs.deepspeed_runs), ("evaluate", runs.evaluate_and_predict),
-              ("tests", runs.gpu_tests), ("bench", steps.step_benchmark)]
-    started = time.perf_counter()
-    for name, check in checks:
-        if name in args.skip:
-            continue
-        tick = time.perf_counter()
-        found = report.guarded(name, lambda: check(ctx))
-        if len(found) == 1 and not found[0].seconds:
-            found[0].seconds = time.perf_counter() - tick
-        rows += found
-        print(f"gpucheck: {name} done ({time.perf_counter() - tick:.0f} s)", flush=True)
-    info["seconds"] = time.perf_counter() - started
-    return report.write(rows, ctx.out, info)
+    out = Path(args.out).resolve()
+    info = {**environment(), "device": args.device}
+    report = Report(out, info)
+    print(f"gpucheck: torch {info['torch']} (CUDA {info['torch_cuda']}), "
+          f"{info['gpus']} GPU(s) {info.get('gpu', '')}; checks on {args.device}", flush=True)
+    chosen = tuple(c for c in checks if c.name not in args.skip
+                   and (not args.only or c.name in args.only))
+    gpus = info["gpus"] if args.device == "cuda" else 0
+    budget = args.budget_s * (CPU_SLOWDOWN if args.device == "cpu" and
+                              args.budget_s == ONE_GPU_BUDGET_S else 1)
+    run_all(chosen, args.device, out, gpus, report, budget)
+    return report.finish()
 
 
 if __name__ == "__main__":

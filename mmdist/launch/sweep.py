@@ -49,7 +49,7 @@ from mmdist.config import (ConfigError, apply_overrides, from_dict, parse_overri
 from mmdist.launch.pack import PackJob, run_completed
 from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor,
                                   job_in_queue)
-from mmdist.model.variants import VARIANTS
+from mmdist.config.variants import VARIANTS
 
 SPEC_KEYS = ("config", "output_dir", "grid", "overrides", "slurm", "name", "evaluate", "estimate")
 SHORT_NAMES = {"model.variant": "", "data.budget.classification_labeled": "c",

@@ -4,6 +4,10 @@ Measured traps (see the project notes): calling ``.backward()`` on the score ins
 silently adds the score's gradient to every parameter's ``.grad``; a second forward through a
 DDP-wrapped model breaks DDP's reduction bookkeeping. So the saliency comes from the *same*
 encoder forward that feeds the decoder, through ``torch.autograd.grad`` on the input alone.
+
+An inner gradient that overflows (fp16) gives an inf/NaN saliency, hence a non-finite loss: the
+strategy then skips that step on every rank (mmdist.engine.single.Strategy.backward_step), so
+nothing here checks it (a check would cost a host sync inside the forward).
 """
 
 from __future__ import annotations

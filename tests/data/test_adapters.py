@@ -167,12 +167,33 @@ def test_nih_missing_image_unknown_finding_and_missing_folder(tmp_path):
 
 def test_csv_manifest(tmp_path):
     write_csv_dataset(tmp_path)
-    records = index_dataset("csv", tmp_path).records
+    with pytest.warns(UserWarning, match=r"labels.csv has 2 of 6 rows with an empty 'patient' "
+                                         r"cell: each such image is split as a patient of its own"):
+        records = index_dataset("csv", tmp_path).records
     assert [r.label for r in records] == [0, 1, 1, NO_LABEL, 0, 1]
     assert [len(r.masks) for r in records] == [2, 2, 2, 0, 0, 0]
     assert [r.patient for r in records] == ["p0", "p0", "p1", "p1", "", ""]
     assert records[0].source == tmp_path.name
-    assert len(index_dataset("csv", tmp_path / "labels.csv").records) == 6
+    with pytest.warns(UserWarning, match="2 of 6 rows"):
+        assert len(index_dataset("csv", tmp_path / "labels.csv").records) == 6
+
+
+def test_csv_warns_only_when_patients_are_missing(tmp_path):
+    """Every patient cell filled: no warning; no patient column: a warning saying so."""
+    import csv
+    import warnings
+
+    write_csv_dataset(tmp_path)
+    rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
+    for i, row in enumerate(rows):
+        row["patient"] = row["patient"] or f"q{i}"
+    write_csv_dataset(tmp_path, rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(index_dataset("csv", tmp_path).records) == 6
+    write_csv_dataset(tmp_path, [{k: v for k, v in row.items() if k != "patient"} for row in rows])
+    with pytest.warns(UserWarning, match=r"labels.csv has no 'patient' column \(6 images\)"):
+        index_dataset("csv", tmp_path)
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -25,3 +25,18 @@ def test_prepare_benchmark_reports_all_figures(tmp_path):
     for reader in report["readers"].values():
         assert reader["images_read"] > 0 and reader["anon_mb_end"] > 0
     assert not (tmp_path / "work").exists()  # generated data removed without --keep
+    # What the figures are: the prepare run's rate over the whole pool, and the NIH projection
+    # from it (112,120 images; a 32 px cache of them in bytes).
+    rate = report["prepare_img_per_s"]
+    assert rate == pytest.approx(12 / report["prepare_s"], rel=0.05)  # both rounded
+    assert report["nih_extrapolated_hours"] == pytest.approx(112_120 / rate / 3600, rel=0.01)
+    assert report["nih_cache_gb"] == pytest.approx(112_120 * 32 * 32 / 1e9, abs=0.01)
+    assert report["read_cache_over_png"] == pytest.approx(
+        report["read_cache_img_per_s"] / report["read_png_img_per_s"], abs=0.06)
+    assert report["read_images"] == 8
+    # The tree's peak holds at least the CLI's interpreter with numpy and PIL loaded.
+    assert report["prepare_peak_rss_mb_tree"] > 30
+    for pool, reader in report["readers"].items():
+        # Rank 0 of 2 reads its shard of the split's pool in whole batches of 10.
+        assert reader["pool"] == pool and reader["images_read"] % 10 == 0
+        assert 0 < reader["images_read"] <= pool // 2

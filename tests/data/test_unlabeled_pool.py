@@ -13,6 +13,7 @@ import pytest
 from chest_layouts import NIH_ROWS, write_nih
 from mmdist.augment.sources import build_step_source
 from mmdist.config import ConfigError, load_config
+from mmdist.config.variants import VARIANTS
 from mmdist.data.cache import load_cache
 from mmdist.data.imageset import NO_LABEL
 from mmdist.data.prepare import prepare_dataset
@@ -23,7 +24,6 @@ from mmdist.data.streams import CLS_STRONG, CLS_WEAK
 from mmdist.data.unlabeled import load_pool
 from mmdist.engine.trainer import Trainer
 from mmdist.evaluation.evaluate import build_test_sets
-from mmdist.model.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"

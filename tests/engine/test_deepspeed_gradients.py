@@ -15,6 +15,8 @@ from test_ddp_gradients import (LOSSES, MODES, fresh_model, free_port, global_ba
                                 relative_error, shard)
 
 from mmdist.config import EngineConfig
+from mmdist.engine import checkpoint as ckpt
+from mmdist.engine.checkpointer import Checkpointer
 from mmdist.engine.distributed import RankInfo
 from mmdist.engine.precision import autocast
 from mmdist.engine.step import training_losses
@@ -45,11 +47,19 @@ def _params(strategy) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
 
 
+def parts(strategy, run_dir: Path) -> Checkpointer:
+    """The strategy's own checkpoint parts (as the trainer registers them) over ``run_dir``."""
+    saver = Checkpointer(run_dir, strategy, keep=2)
+    for name, (part, options) in strategy.checkpoint_parts().items():
+        saver.register(name, part, **options)
+    return saver
+
+
 def _checkpoint_round_trip(strategy, rank: int, world: int, run_dir: Path) -> dict:
     """Save a ZeRO-2 engine after one step, take a second step; then restore the checkpoint into
     a differently initialised engine and take the same second step: weights and Adam moments
     must come back, so both second steps land on the same weights."""
-    strategy.save_checkpoint(run_dir, 1, {"scheduler": {}, "config": {}}, keep=2)
+    parts(strategy, run_dir).save(1)
     saved = _params(strategy)
     batch = shard(global_batch(world, torch.float32, seed=11), rank)
 
@@ -66,10 +76,16 @@ def _checkpoint_round_trip(strategy, rank: int, world: int, run_dir: Path) -> di
         param.data.add_(0.1)
     strategy.setup(other, torch.optim.Adam(other.parameters(), lr=1e-3))
     latest = strategy.latest_checkpoint(run_dir)
-    state = strategy.load_checkpoint(latest)
+    state = ckpt.load_checkpoint(latest)
+    parts(strategy, run_dir).restore(state, latest)
     restored = _params(strategy)
     resumed = second_step()
-    return {"latest": str(latest), "step": state["step"],
+    try:  # a .pt without shards beside it (another strategy's): one checkpoint error, no traceback
+        parts(strategy, run_dir).restore({**state, "deepspeed_tag": None}, latest)
+        foreign = None
+    except ckpt.CheckpointError as exc:
+        foreign = str(exc)
+    return {"latest": str(latest), "step": state["step"], "foreign": foreign,
             "restore_error": relative_error(restored, saved),
             "resume_error": relative_error(resumed, continued),
             "moved": relative_error(continued, saved)}
@@ -136,3 +152,4 @@ def test_zero_stages_give_ddp_gradients_in_fp32_and_under_bf16(tmp_path: Path):
         assert (tmp_path / "run" / "checkpoints" / "step_00000001").is_dir()  # the ZeRO shards
         assert resume["step"] == 1 and resume["moved"] > 1e-4
         assert resume["restore_error"] == 0.0 and resume["resume_error"] == 0.0, resume
+        assert "no DeepSpeed shards beside it" in resume["foreign"], resume

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mmdist.config import EngineConfig
-from mmdist.engine.devices import (CUBLAS_DETERMINISTIC, configure_numerics, threads_per_rank,
-                                   usable_cpus)
+from mmdist.engine.devices import (CUBLAS_DETERMINISTIC, DeviceError, configure_numerics,
+                                   resolve_device, threads_per_rank, usable_cpus)
 
 from test_distributed_launchers import REPO, launch_env
 
@@ -37,20 +37,26 @@ def test_ranks_of_a_node_share_its_cpus():
 @pytest.fixture()
 def restore_numerics(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.are_deterministic_algorithms_enabled(),
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+    torch.backends.cuda.matmul.fp32_precision = saved[0]
+    torch.backends.cudnn.conv.fp32_precision = saved[1]
+    torch.backends.cudnn.benchmark = saved[2]
+    torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
 
 
-def test_tf32_is_explicit_and_off_by_default(restore_numerics):
-    assert EngineConfig().tf32 is False
+def test_gpu_defaults_are_tf32_and_the_autotuner_unless_deterministic(restore_numerics):
+    assert EngineConfig().tf32 is True
     configure_numerics(EngineConfig(device="cpu"), deterministic=False)
-    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    configure_numerics(EngineConfig(device="cpu", tf32=True), deterministic=False)
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert torch.backends.cudnn.benchmark
+    configure_numerics(EngineConfig(device="cpu", tf32=False), deterministic=True)
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # strict fp32 on request
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert not torch.backends.cudnn.benchmark  # the autotuner may change kernels between runs
 
 
 def test_deterministic_on_cuda_sets_cublas_before_cuda_and_warns_only(restore_numerics):
@@ -82,3 +88,37 @@ def test_the_torchrun_launcher_gives_each_rank_its_share_of_the_cpus(tmp_path):
     assert match, done.stdout[-2000:]
     # torchrun alone would have set OMP_NUM_THREADS=1.
     assert (int(match.group(1)), match.group(2)) == (usable_cpus(), "OMP_NUM_THREADS")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without a usable GPU")
+@pytest.mark.parametrize("env, devices, sign", [
+    ({"SLURM_GPUS_ON_NODE": "4"}, [], "SLURM_GPUS_ON_NODE=4"),
+    ({"SLURM_JOB_GPUS": "0,1"}, [], "SLURM_JOB_GPUS=0,1"),
+    ({"CUDA_VISIBLE_DEVICES": "0"}, [], "CUDA_VISIBLE_DEVICES=0"),
+    ({}, ["/dev/nvidia0"], "/dev/nvidia0"),
+])
+def test_auto_never_falls_back_to_the_cpu_when_the_job_was_given_gpus(env, devices, sign):
+    with pytest.raises(DeviceError, match=rf"engine.device=auto: this job was given GPUs "
+                                          rf"\({re.escape(sign)}\) but torch sees no CUDA device "
+                                          r".*nvidia-smi.*engine.device=cpu"):
+        resolve_device("auto", environ=env, devices=devices)
+    assert torch.version.cuda is None or f"CUDA {torch.version.cuda}" in str(
+        pytest.raises(DeviceError, resolve_device, "auto", environ=env, devices=devices).value)
+    assert resolve_device("cpu", environ=env, devices=devices).type == "cpu"  # on purpose
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without a GPU")
+def test_auto_is_the_cpu_for_a_job_given_no_gpus():
+    env = {"CUDA_VISIBLE_DEVICES": "", "SLURM_JOB_GPUS": ""}
+    assert resolve_device("auto", environ=env, devices=[]).type == "cpu"
+    with pytest.raises(DeviceError, match="engine.device=cuda: torch sees no CUDA device"):
+        resolve_device("cuda", environ=env, devices=[])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_more_ranks_on_a_node_than_gpus_names_both_counts():
+    count = torch.cuda.device_count()
+    assert resolve_device("cuda", count - 1, count) == torch.device("cuda", count - 1)
+    with pytest.raises(DeviceError, match=rf"{count + 1} ranks on this node but {count} GPU"):
+        resolve_device("auto", 0, count + 1)

@@ -10,7 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mmdist.config import load_config
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine.trainer import Trainer
-from mmdist.model import VARIANTS
+from mmdist.model import VARIANTS, build_model
+from mmdist.model.blocks import scaled_channels
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -84,28 +85,121 @@ def test_resume_from_an_explicit_missing_path_names_it(tmp_path):
         Trainer(config).fit()
 
 
+def _trained_state(run: Path, step: int) -> dict[str, dict]:
+    """{parameter name: its Adam state} from a run's checkpoint at ``step``; a parameter that
+    never received a gradient has no state."""
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, step))
+    names = [n for n, _ in build_model(load_config(run / "config.yaml").model).named_parameters()]
+    assert state["optimizer"]["param_groups"][0]["params"] == list(range(len(names)))
+    return {names[i]: s for i, s in state["optimizer"]["state"].items()}
+
+
+def _train_scalars(run: Path) -> set[str]:
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag.removeprefix("train/") for tag in events.Tags()["scalars"] if tag.startswith("train/")}
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_variant_trains(tmp_path, variant):
-    config = tiny_config(tmp_path / variant, f"model.variant={variant}", "trainer.max_steps=2",
-                         "trainer.checkpoint_every=0", "trainer.image_log_every=0")
+    """What each variant's step trains: the losses its parts call for, a gradient for every
+    parameter of the heads it has (and only those heads exist), the bridge's channels in the
+    decoder's first convolution for the bridged variants."""
+    run = tmp_path / variant
+    config = tiny_config(run, f"model.variant={variant}", "trainer.max_steps=2",
+                         "trainer.checkpoint_every=2", "trainer.image_log_every=0")
     summary = Trainer(config).fit()
     spec = VARIANTS[variant]
     assert summary["steps"] == 2
     assert ("val_acc" in summary) == spec.classifier
     assert ("val_dice" in summary) == spec.decoder
+    expected = {"total"}
+    if spec.classifier:
+        expected |= {"ce"} | {"fixmatch": {"fixmatch", "mask_ratio"}, "mixmatch": {"mixmatch_u"},
+                              "none": set()}[spec.ssl]
+    unlabeled = spec.unlabeled_seg_loss(config.losses)
+    if spec.decoder:
+        expected |= {"dice"} | {"kl": {"kl"}, "w2s": {"w2s", "w2s_strong", "w2s_kept"},
+                                None: set()}[unlabeled]
+        if unlabeled == "w2s" and config.losses.w2s_feature_dropout:
+            expected.add("w2s_fp")
+    assert _train_scalars(run) == expected
+    trained = _trained_state(run, 2)
+    parts = {name.split(".")[0] for name in trained}
+    assert parts == {"encoder"} | ({"classifier"} if spec.classifier else set()) | (
+        {"decoder"} if spec.decoder else set())
+    for name, state in trained.items():
+        assert int(state["step"]) == 2, name  # an optimizer step each step, every parameter
+        if name.endswith("weight"):
+            assert 0 < float(state["exp_avg"].abs().max()) < float("inf"), name
+    if spec.decoder:
+        first = trained["decoder.blocks.0.0.weight"]["exp_avg"]  # (out, c5 + c4 [+ 2], 3, 3)
+        channels = build_model(config.model).decoder.blocks[0][0].in_channels
+        assert first.shape[1] == channels
+        bridge = 2 if spec.bridge else 0
+        deepest = sum(scaled_channels(config.model.width)[-2:])
+        assert channels == deepest + bridge
+        if spec.bridge:  # the image and saliency channels feed the segmentation loss
+            assert float(first[:, -2:].abs().amin(dim=(1, 2, 3)).max()) > 0
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_runs_on_cpu(tmp_path, precision):
-    config = tiny_config(tmp_path / precision, f"engine.precision={precision}", "trainer.max_steps=2",
-                         "model.saliency=differentiable", "trainer.image_log_every=0")
-    summary = Trainer(config).fit()
-    assert summary["steps"] == 2 and summary["skipped_steps"] <= 2
+    """Autocast trains (optimizer steps are taken, weights stay finite) and computes the same
+    losses as fp32 within the precision's error; only fp16 has a loss scaler to skip steps."""
+    runs = {}
+    for name in ("fp32", precision):
+        runs[name] = tmp_path / name
+        config = tiny_config(runs[name], f"engine.precision={name}", "trainer.max_steps=3",
+                             "trainer.log_every=1", "trainer.checkpoint_every=3",
+                             "model.saliency=differentiable", "trainer.image_log_every=0")
+        summary = Trainer(config).fit()
+    assert summary["steps"] == 3
+    skipped = summary["skipped_steps"]
+    if precision == "bf16":
+        assert skipped == 0
+    assert skipped < 3  # otherwise the run trained nothing
+    for name, state in _trained_state(runs[precision], 3).items():
+        # Adam counts the steps it took: a step the fp16 scaler skipped is not one of them.
+        assert int(state["step"]) == 3 - skipped, name
+        assert torch.isfinite(state["exp_avg"]).all(), name
+    weights = ckpt.load_checkpoint(ckpt.checkpoint_path(runs[precision], 3))["model"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    losses = {}
+    for name, run in runs.items():
+        events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+        events.Reload()
+        losses[name] = events.Scalars("train/total")[0]  # step 1: the same weights and batch
+    assert losses[precision].step == losses["fp32"].step == 1
+    assert losses[precision].value == pytest.approx(losses["fp32"].value, rel=0.05)
 
 
 def test_differentiable_saliency_trains(tmp_path):
-    config = tiny_config(tmp_path / "diff", "model.saliency=differentiable", "trainer.max_steps=3")
-    assert Trainer(config).fit()["saliency"] == "differentiable"
+    """What 'differentiable' is for: the segmentation loss reaches the encoder and the classifier
+    weights through the saliency. One step from the same weights and batch in both modes: the
+    decoder's gradient is the same, the encoder's and the classifier weights' differ, and the
+    classifier bias (which the input gradient does not depend on) gets the same gradient."""
+    grads = {}
+    for mode in ("detached", "differentiable"):
+        run = tmp_path / mode
+        summary = Trainer(tiny_config(run, f"model.saliency={mode}", "trainer.max_steps=1",
+                                      "trainer.checkpoint_every=1",
+                                      "trainer.image_log_every=0")).fit()
+        assert summary["saliency"] == mode
+        grads[mode] = {n: s["exp_avg"] for n, s in _trained_state(run, 1).items()}
+
+    def relative(name):
+        a, b = grads["detached"][name], grads["differentiable"][name]
+        return float((a - b).abs().max() / a.abs().max())
+
+    assert sorted(grads["detached"]) == sorted(grads["differentiable"])
+    # Weights only: a convolution bias before instance norm has no gradient but rounding noise.
+    for name in (n for n in grads["detached"] if n.endswith("weight")):
+        if name.startswith("decoder."):
+            assert relative(name) < 1e-5, name
+        else:  # encoder and classifier.fc
+            assert relative(name) > 1e-4, name
+    assert relative("classifier.fc.bias") < 1e-6
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint_and_rotation_keeps_the_good_ones(tmp_path):

@@ -122,3 +122,27 @@ def test_records_drop_duplicates_and_sort_by_index():
     assert records.gather() is records  # no process group: nothing to merge
     with pytest.raises(ValueError, match="rows"):
         records.add([5], prob=np.zeros((2, 2)), label=[0, 0])
+
+
+def test_clinical_metrics_equal_scikit_learn_and_expose_a_one_class_classifier():
+    """Balanced accuracy, sensitivity, specificity and the confusion matrix are scikit-learn's;
+    a model that calls everything pneumonia has the pneumonia share as accuracy but 0.5 balanced
+    accuracy and specificity 0."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        labels = rng.integers(0, 2, 40)
+        p = np.clip(labels * 0.3 + rng.uniform(size=40) * 0.7, 0, 1)
+        out = classification_metrics(np.stack([1 - p, p], axis=1), labels)
+        predicted = (p > 0.5).astype(int)
+        assert out["balanced_acc"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+        assert out["sensitivity"] == pytest.approx(recall_score(labels, predicted, pos_label=1))
+        assert out["specificity"] == pytest.approx(recall_score(labels, predicted, pos_label=0))
+        assert [[out["tn"], out["fp"]], [out["fn"], out["tp"]]] == \
+            confusion_matrix(labels, predicted).tolist()
+    labels = np.array([0] * 26 + [1] * 74)
+    always = classification_metrics(np.tile([[0.1, 0.9]], (100, 1)), labels)
+    assert always["acc"] == pytest.approx(0.74) and always["balanced_acc"] == pytest.approx(0.5)
+    assert (always["sensitivity"], always["specificity"]) == (1.0, 0.0)
+    assert (always["tn"], always["fp"], always["fn"], always["tp"]) == (0, 26, 0, 74)

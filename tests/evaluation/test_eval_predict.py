@@ -1,4 +1,4 @@
-"""python -m mmdist.predict on a PNG, a JPEG and a small DICOM written here."""
+"""python -m mmdist.predict on a PNG, a JPEG and a small DICOM written here, and on folders."""
 
 import json
 import subprocess
@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage.segmentation import find_boundaries
 
 from mmdist.config import load_config
 from mmdist.data.imaging import resize_gray
 from mmdist.data.streams import to_model_input
 from mmdist.engine.checkpoint import save_checkpoint
 from mmdist.evaluation.evaluate import load_model
+from mmdist.evaluation.plots import PREDICTION_COLOUR, save_figure, saliency_overlay_figure
+from mmdist.evaluation.predict import load_network, predict_gray
 from mmdist.evaluation.predict import main as predict_main
 from mmdist.model import build_model
 
@@ -85,10 +88,11 @@ def test_png_jpeg_and_dicom_from_the_command_line(tmp_path, inputs):
         probs = line["probabilities"]
         assert probs["normal"] + probs["pneumonia"] == pytest.approx(1.0, abs=1e-6)
         assert line["predicted"] == max(probs, key=probs.get)
-        for key in ("mask", "saliency"):
+        for key in ("mask", "overlay"):
             with Image.open(line[key]) as image:
                 assert image.size == inputs["sizes"][kind], (kind, key)
                 assert image.mode == ("L" if key == "mask" else "RGB")
+        assert Path(line["saliency"]).is_file()
         mask = np.asarray(Image.open(line["mask"]))
         assert set(np.unique(mask)) <= {0, 255}
         assert line["lung_fraction"] == pytest.approx((mask > 0).mean())
@@ -144,3 +148,110 @@ def test_ema_weights_by_default_and_raw_on_request(tmp_path, inputs, capsys):
                          "--device", "cpu", "--weights", "ema"]) == 2
     assert "no EMA weights" in capsys.readouterr().err
     assert load_model(plain)[2]["weights_used"] == "raw"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Three PNG chests of different sizes (written out of name order) and a text file."""
+    root = tmp_path_factory.mktemp("folder")
+    for name, (h, w), seed in (("c.png", (60, 52), 4), ("a.png", (72, 80), 5), ("b.png", (48, 64), 6)):
+        Image.fromarray(_chest(h, w, seed)).save(root / name)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _lines(capsys) -> list[dict]:
+    return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+
+
+def test_a_folder_predicts_its_images_as_listing_them_does(tmp_path, folder, capsys):
+    checkpoint, out = str(_checkpoint(tmp_path)), str(tmp_path / "out")
+    assert predict_main([checkpoint, str(folder), "--out", out, "--device", "cpu"]) == 0
+    from_folder = _lines(capsys)
+    files = [str(folder / name) for name in ("a.png", "b.png", "c.png")]
+    assert predict_main([checkpoint, *files, "--out", out, "--device", "cpu"]) == 0
+    assert from_folder == _lines(capsys)
+    assert [line["image"] for line in from_folder] == files  # sorted; the .txt left out
+
+
+def test_an_empty_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    assert predict_main([str(tmp_path / "never_loaded.pt"), str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(empty) in err and "no images" in err
+
+
+def test_help_shows_the_default_folder_and_the_saliency_scale(capsys):
+    with pytest.raises(SystemExit):
+        predict_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: predictions, in the working directory)" in text
+    assert "--saliency-scale {per-image,shared}" in text and "largest maximum" in text
+
+
+def test_overlay_outlines_the_predicted_mask_on_the_xray(tmp_path, inputs, capsys):
+    assert predict_main([str(_checkpoint(tmp_path)), str(inputs["png"]), "--out",
+                         str(tmp_path / "o"), "--device", "cpu"]) == 0
+    (line,) = _lines(capsys)
+    gray = np.asarray(Image.open(inputs["png"]))
+    mask = np.asarray(Image.open(line["mask"])) > 0
+    overlay = np.asarray(Image.open(line["overlay"]))
+    assert overlay.shape == gray.shape + (3,)
+    # The mask's inner boundary, the image border counting as background.
+    edges = find_boundaries(np.pad(mask, 1), mode="inner")[1:-1, 1:-1]
+    assert 0 < edges.sum() < edges.size / 4
+    assert (overlay[edges] == PREDICTION_COLOUR).all()
+    assert (overlay[~edges] == gray[~edges][:, None]).all()
+
+
+def test_shared_saliency_scale_is_one_colour_scale_for_the_call(tmp_path, folder, capsys):
+    checkpoint = _checkpoint(tmp_path)
+    files = sorted(folder.glob("*.png"))
+    network, size = load_network(checkpoint, torch.device("cpu"))
+    maps = [predict_gray(network, np.asarray(Image.open(f)), size).saliency for f in files]
+    tops = [float(m.max()) for m in maps]
+    assert max(tops) > 1.05 * min(tops)  # the images' own scales differ
+    runs = {}
+    for scale in ("per-image", "shared"):
+        assert predict_main([str(checkpoint), str(folder), "--out", str(tmp_path / scale),
+                             "--device", "cpu", "--saliency-scale", scale]) == 0
+        runs[scale] = _lines(capsys)
+    assert [line["saliency_vmax"] for line in runs["per-image"]] == pytest.approx(tops, rel=1e-5)
+    assert [line["saliency_vmax"] for line in runs["shared"]] == pytest.approx([max(tops)] * 3,
+                                                                               rel=1e-5)
+    # The PNG is the overlay figure drawn with the shared top, not with the image's own.
+    low = int(np.argmin(tops))
+    gray = np.asarray(Image.open(files[low]))
+    written = np.asarray(Image.open(runs["shared"][low]["saliency"]))
+    drawn = {}
+    for name, vmax in (("shared", max(tops)), ("own", tops[low])):
+        path = save_figure(saliency_overlay_figure(gray, maps[low], vmax=vmax,
+                                                   title=files[low].name), tmp_path / f"{name}.png")
+        drawn[name] = np.asarray(Image.open(path))
+    assert written.shape == drawn["shared"].shape
+    assert np.abs(written.astype(int) - drawn["shared"].astype(int)).max() <= 2
+    assert np.abs(written.astype(int) - drawn["own"].astype(int)).max() > 20
+
+
+def test_an_exported_file_gives_the_checkpoints_overlays_and_shared_scale(tmp_path, folder, capsys):
+    from mmdist.export.__main__ import main as export_main
+
+    checkpoint = _checkpoint(tmp_path)
+    exported = tmp_path / "model.torchscript.pt"
+    assert export_main([str(checkpoint), "--format", "torchscript", "--out", str(exported)]) == 0
+    capsys.readouterr()
+    runs = {}
+    for name, source in (("checkpoint", checkpoint), ("exported", exported)):
+        assert predict_main([str(source), str(folder), "--out", str(tmp_path / name), "--device",
+                             "cpu", "--saliency-scale", "shared"]) == 0
+        runs[name] = _lines(capsys)
+    for ours, theirs in zip(runs["checkpoint"], runs["exported"]):
+        assert theirs["image"] == ours["image"]
+        assert theirs["probabilities"]["pneumonia"] == pytest.approx(
+            ours["probabilities"]["pneumonia"], abs=1e-5)
+        assert theirs["saliency_vmax"] == pytest.approx(ours["saliency_vmax"], rel=1e-4)
+        overlays = [np.asarray(Image.open(line["overlay"])) for line in (ours, theirs)]
+        assert (overlays[0] == overlays[1]).all()
+    assert len({line["saliency_vmax"] for line in runs["exported"]}) == 1

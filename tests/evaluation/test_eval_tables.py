@@ -79,3 +79,45 @@ def test_paper_row_puts_cross_domain_in_brackets(tmp_path):
 def test_missing_metrics_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         load_run(tmp_path)
+
+
+def test_no_spread_or_p_value_under_three_seeds(tmp_path):
+    """One seed has no spread and two give no trustworthy t-test: the tables print the mean
+    alone and no p (the CSV leaves std and p empty)."""
+    runs = [_run(tmp_path, "multimix", 0, 0.90, acc=0.8)]
+    runs += [_run(tmp_path, "unet", s, d) for s, d in enumerate([0.80, 0.84])]
+    md, csv_path = write_sweep_table(runs, tmp_path / "out")
+    text = md.read_text()
+    assert "±" not in text.split("\n\n")[0] and "(p=" not in text
+    assert "| multimix | 100 | 10 | 1 | 0.800 | 0.900 | 1.000 |" in text
+    assert "| unet | 100 | 10 | 2 | - | 0.820 | 1.000 |" in text
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    unet = next(r for r in rows if r["variant"] == "unet" and r["metric"] == "dice")
+    assert (unet["n"], unet["std"], unet["p_vs_reference"]) == ("2", "", "")
+    paper = (tmp_path / "out" / "table_paper.md").read_text()
+    assert "| unet | 100 | 10 | - | - | - | 0.820 | 1.000 | - |" in paper and "*" not in \
+        paper.split("\n\n")[0]
+
+
+def test_clinical_table_has_balanced_accuracy_confusion_matrix_and_surface_distances(tmp_path):
+    sets = {"kermany": {"kind": "classification", "domain": "in",
+                        "metrics": {"acc": 0.74, "balanced_acc": 0.5, "sensitivity": 1.0,
+                                    "specificity": 0.0, "tn": 0, "fp": 26, "fn": 0, "tp": 74}},
+            "shenzhen": {"kind": "segmentation", "domain": "in",
+                         "metrics": {"dice": 0.9, "hd95": 4.25, "assd": 1.5}},
+            "montgomery": {"kind": "segmentation", "domain": "cross",
+                           "metrics": {"dice": 0.8, "hd95": 9.0, "assd": 3.0}}}
+    from mmdist.evaluation.tables import CLINICAL_HEADER, clinical_row
+
+    assert CLINICAL_HEADER.startswith("| model | D_l^c | D_l^s | BAcc | Sens | Spec | TN | FP | FN "
+                                      "| TP | HD95 | ASSD |")
+    assert clinical_row("unet", 100, 10, sets) == (
+        "| unet | 100 | 10 | 0.500 | 1.000 | 0.000 | 0 | 26 | 0 | 74 | 4.250 (9.000) | "
+        "1.500 (3.000) |\n")
+    run = _run(tmp_path, "multimix", 0, 0.9, acc=0.8)
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics["test_sets"]["cls_test"]["metrics"].update(balanced_acc=0.5, tn=0, fp=3, fn=0, tp=2)
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    write_sweep_table([run], tmp_path / "out")
+    clinical = (tmp_path / "out" / "table_clinical.md").read_text().splitlines()
+    assert clinical[2] == "| multimix | 100 | 10 | 0.500 | - | - | 0.000 | 3.000 | 0.000 | 2.000 | - | - |"

@@ -13,11 +13,14 @@ EXPECTED_PARAMS = {
     "umtl": 1_965_155 - 2_304, "umtl_ssl": 1_965_155 - 2_304,
     "unet": 1_965_155 - 2_304 - 514,
     "enc": 1_178_994, "enc_ssl": 1_178_994, "enc_mm": 1_178_994,
+    "unet_w2s": 1_965_155 - 2_304 - 514,  # the U-Net; only its training differs
 }
+PAPER = {"multimix", "umtl_s", "umtl_ssl_s", "umtl", "umtl_ssl", "unet", "enc", "enc_ssl", "enc_mm"}
 
 
-def test_variant_table_has_the_nine_paper_models():
-    assert set(VARIANTS) == set(EXPECTED_PARAMS)
+def test_variant_table_has_the_nine_paper_models_and_the_baselines_beyond():
+    assert set(VARIANTS) == set(EXPECTED_PARAMS) and PAPER <= set(VARIANTS)
+    assert all(VARIANTS[v].seg_unlabeled is None for v in PAPER)  # the paper's follow the config
 
 
 @pytest.mark.parametrize("variant", sorted(EXPECTED_PARAMS))

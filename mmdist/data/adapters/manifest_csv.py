@@ -3,11 +3,16 @@
 Columns: ``image`` (required); optional ``label`` (normal|pneumonia|0|1, empty = unlabeled),
 ``mask`` and/or ``left_mask`` + ``right_mask`` (merged), ``patient`` (empty = own patient).
 Other columns are ignored. This is how ../shared/data is laid out.
+
+An image without a patient is split as a patient of its own, so a patient's other views can land
+in another split: a manifest with empty (or no) patient cells is indexed with a warning that
+counts them.
 """
 
 from __future__ import annotations
 
 import csv as csvlib
+import warnings
 from pathlib import Path
 
 from mmdist.data.adapters.common import Index, relative_name
@@ -59,6 +64,13 @@ def index_csv(src: Path, csv: str = "labels.csv", label_column: str = "label") -
     if not records:
         raise DatasetError(f"{manifest}: no rows")
     check_unique(records, str(manifest), position=lambda i: f"line {i + 2}")  # line 1 = header
+    missing = sum(1 for r in records if not r.patient)
+    if missing:
+        where = f"has no 'patient' column ({missing} images)" if "patient" not in header else \
+            f"has {missing} of {len(records)} rows with an empty 'patient' cell"
+        warnings.warn(f"{manifest} {where}: each such image is split as a patient of its own, so "
+                      "another view of the same patient can land in another split",
+                      stacklevel=2)
     return Index(records, notes={"csv": manifest.name})
 
 

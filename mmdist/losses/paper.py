@@ -30,9 +30,16 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, tau: f
     """
     probs = torch.softmax(_fp32(weak_logits.detach()), dim=1)
     confidence, pseudo = probs.max(dim=1)
+    mask = (confidence >= tau).to(probs.dtype)
+    return weighted_pseudo_ce(strong_logits, pseudo, mask), mask.mean()
+
+
+def weighted_pseudo_ce(strong_logits: torch.Tensor, pseudo: torch.Tensor, weight: torch.Tensor
+                       ) -> torch.Tensor:
+    """Mean over all N of weight * CE(strong_logits, pseudo): (N, K) logits, (N,) int64 labels,
+    (N,) float weights in [0, 1] (a 0/1 mask for hard thresholds, SoftMatch's soft weights)."""
     per_image = F.cross_entropy(_fp32(strong_logits), pseudo, reduction="none")
-    mask = (confidence >= tau).to(per_image.dtype)
-    return (per_image * mask).mean(), mask.mean()
+    return (per_image * weight.to(per_image.dtype)).mean()
 
 
 def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
