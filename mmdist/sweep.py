@@ -7,10 +7,12 @@
 The first form submits every run that has not completed (see mmdist.launch.sweep for the spec);
 running it again submits only failed or missing runs. Cells that a variant's run stands for
 under several budgets (U-Net ignores |D_l^c|, the encoder-only models |D_l^s|) run once.
-``--dry-run`` lists the runs, their state and the cells each stands for, with a GPU-hours estimate
-when the spec has ``estimate.seconds_per_step``. ``--collect`` writes SWEEP_DIR/table.md and
-SWEEP_DIR/table.csv over the spec's cells (those recorded in SWEEP_DIR/sweep.json, or those of a
-spec given instead of SWEEP_DIR): mean ± std over seeds per (model, |D_l^c|, |D_l^s|) cell, with
+``--dry-run`` lists the runs, their state and the cells each stands for, with the jobs the spec's
+slurm.runs_per_gpu (K) makes and their GPU-hours: from ``estimate.seconds_per_step`` (S, one run
+alone) at K = 1, from ``estimate.seconds_per_step_packed`` (S_K) or ``--pack-result FILE`` (a
+``python -m mmdist.bench pack`` result) at K > 1 (mmdist.launch.cost). ``--collect`` writes
+SWEEP_DIR/table.md and SWEEP_DIR/table.csv over the spec's cells (those recorded in
+SWEEP_DIR/sweep.json, or those of a spec given instead of SWEEP_DIR): mean ± std over seeds per (model, |D_l^c|, |D_l^s|) cell, with
 t-tests against MultiMix (mmdist.evaluation.tables). A run evaluated with
 ``python -m mmdist.evaluate`` contributes its test-set metrics (eval/metrics.json); otherwise its
 final validation accuracy and Dice from summary.json (test sets 'val_classification' and
@@ -124,47 +126,17 @@ def collect(target: str | Path, reference: str = "multimix", output_dir=None,
     return md, csv_path, report
 
 
-def estimate_lines(spec, statuses: dict[str, str]) -> list[str]:
-    """The GPU-hours of the spec's runs (all, and those not completed), from
-    estimate.seconds_per_step x each run's steps (trainer.max_steps, or max_epochs x its epoch)
-    x its GPUs; or how to get it."""
-    if spec.seconds_per_step is None:
-        return ["estimate:    none; add `estimate: {seconds_per_step: S}` to the spec, S the "
-                "step_s_median of `python -m mmdist.bench step` on the runs' GPU"]
-    from mmdist.data.records import DatasetError
+def dry_run_lines(spec, statuses: dict[str, str], pack_result=None) -> list[str]:
+    """What --dry-run prints: counts, the jobs and their estimate (mmdist.launch.cost), then one
+    line per run with its state."""
+    from mmdist.launch.cost import estimate_lines
 
-    gpus = spec.slurm.nodes * spec.slurm.gpus_per_node
-    unit = "GPU-hours" if gpus else "job-hours (the spec asks for no GPUs)"
-    ranks = spec.slurm.nodes * spec.slurm.ranks_per_node
-    try:
-        planned = {r.name: r.planned_steps(ranks) for r in spec.runs}
-    except (DatasetError, ConfigError, ValueError, OSError) as exc:
-        return [f"estimate:    unknown: the runs count epochs and their data cannot be read here "
-                f"({exc}); give the data, trainer.steps_per_epoch or trainer.max_steps"]
-
-    def hours(runs) -> float:
-        return sum(planned[r.name] for r in runs) * spec.seconds_per_step * max(gpus, 1) / 3600
-
-    left = [r for r in spec.runs if statuses[r.name] != "completed"]
-    steps = Counter(planned.values())
-    lines = [f"estimate:    {hours(spec.runs):.1f} {unit} for {len(spec.runs)} runs "
-             f"({spec.seconds_per_step:g} s/step x steps per run x {max(gpus, 1)} GPU per run); "
-             f"not completed: {hours(left):.1f} for {len(left)} runs",
-             "             upper bound: a resumed run trains only the steps after its checkpoint"]
-    if len(steps) > 1:
-        lines.append("             steps differ: " + ", ".join(
-            f"{s} ({n} runs)" for s, n in sorted(steps.items())))
-    return lines
-
-
-def dry_run_lines(spec, statuses: dict[str, str]) -> list[str]:
-    """What --dry-run prints: counts, the estimate, then one line per run with its state."""
     shared = len(spec.cells) - len(spec.runs)
     lines = [f"sweep {spec.name}: {len(spec.cells)} cells -> {len(spec.runs)} runs"
              + (f" ({shared} cells reuse another cell's run: their variant never reads the key "
                 "they differ in)" if shared else ""),
              f"states:      {dict(sorted(Counter(statuses.values()).items()))}",
-             *estimate_lines(spec, statuses)]
+             *estimate_lines(spec, statuses, pack_result)]
     for run in spec.runs:
         also = [c for c in run.cells if c != run.name]
         lines.append(f"{statuses[run.name]:9s} {run.run_dir}"
@@ -182,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default="multimix", help="model the t-tests compare against")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the runs, their state, the cells they stand for, an estimate")
+    parser.add_argument("--pack-result", metavar="FILE", default=None,
+                        help="--dry-run: S_K from this `python -m mmdist.bench pack` JSON at the "
+                             "spec's slurm.runs_per_gpu")
     parser.add_argument("--local", action="store_true",
                         help="run here, without SLURM (at most slurm.array_parallelism at once)")
     parser.add_argument("--wait", action="store_true", help="follow the array to its end")
@@ -199,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.spec:
         parser.error("give a sweep spec, or --collect SWEEP_DIR")
+    if args.pack_result and not args.dry_run:
+        parser.error("--pack-result prices a spec: use it with --dry-run")
 
-    from mmdist.launch.submit import follow
+    from mmdist.launch.submit import follow, slurm_unreachable
     from mmdist.launch.sweep import load_spec, submit_sweep, sweep_statuses
 
     try:
@@ -210,30 +187,46 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     statuses = sweep_statuses(spec)
     if args.dry_run:
-        print("\n".join(dry_run_lines(spec, statuses)))
+        try:
+            print("\n".join(dry_run_lines(spec, statuses, args.pack_result)))
+        except ValueError as exc:
+            print(f"--pack-result: {exc}", file=sys.stderr)
+            return 2
         return 0
     todo = sum(s in ("missing", "failed") for s in statuses.values())
+    if todo and not args.local:
+        reason = slurm_unreachable()
+        if reason:
+            print(f"sweep: no SLURM controller reachable ({reason}); to run the sweep on this "
+                  f"machine instead: python -m mmdist.sweep {args.spec} --local", file=sys.stderr)
+            return 2
     counts = dict(sorted(Counter(statuses.values()).items()))
+    k = spec.slurm.runs_per_gpu
     print(f"sweep {spec.name}: {len(spec.cells)} cells, {len(spec.runs)} runs {counts}; "
-          f"submitting {todo}")
+          f"submitting {todo}" + (f", {k} per GPU" if k > 1 else ""))
     if todo and args.local:
         print(f"here, at most {spec.slurm.array_parallelism} at once")
     sys.stdout.flush()
-    jobs = submit_sweep(spec, statuses, local=args.local)
-    if jobs and not args.local:
-        print(f"job array:   {jobs[0].job_id.split('_')[0]} "
+    submitted = submit_sweep(spec, statuses, local=args.local)
+    if submitted and not args.local:
+        print(f"job array:   {submitted[0][1].job_id.split('_')[0]} "
               f"(at most {spec.slurm.array_parallelism} at once)")
     print(f"sweep dir:   {spec.output_dir}")
     print(f"TensorBoard: tensorboard --logdir {spec.output_dir}")
     sys.stdout.flush()
-    if not (args.wait or args.local) or not jobs:
+    if not (args.wait or args.local) or not submitted:
         return 0
     worst = 0
     deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
-    for job in jobs:
+    for names, job in submitted:
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         outcome = follow(job, timeout_s=left)
-        print(f"{job.job_id}: {outcome.status} {outcome.error}".rstrip())
+        # A packed job reports each of its runs; a local job's id is a process id, so runs are
+        # named by their cell (run folder) only.
+        ends = (outcome.summary or {}).get("runs") or {name: outcome.status for name in names}
+        where = "" if args.local else f" (job {job.job_id})"
+        for name in names:
+            print(f"{name}: {ends.get(name, outcome.status)}{where} {outcome.error}".rstrip())
         worst = max(worst, outcome.exit_code)
     return worst
 

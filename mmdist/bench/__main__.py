@@ -19,6 +19,7 @@ BENCHMARKS = {
     "ddp": "distributed scaling, communication share and saliency overhead",
     "eval": "segmentation metrics per image, fast definitions against scikit-image's",
     "fidelity": "the paper's arms on the real subsets: test-set scores per step budget and seed",
+    "pack": "K training steps as separate processes on one device: per-run and aggregate speed",
 }
 
 

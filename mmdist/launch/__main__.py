@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mmdist.config import ConfigError, load_config
 from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor, follow,
-                                  resolve_cpus_per_task)
+                                  resolve_cpus_per_task, slurm_unreachable)
 
 
 def parse_args(argv):
@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     except (LaunchError, DatasetError) as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 2
+    if not args.local:
+        reason = slurm_unreachable()
+        if reason:
+            print(f"launch: no SLURM controller reachable ({reason}); to run the job on this "
+                  f"machine instead: python -m mmdist.launch --local --config {args.config} ...",
+                  file=sys.stderr)
+            return 2
     cpus, why = resolve_cpus_per_task(options, local=args.local)
     # The job may start in another folder: pin the run directory now.
     config.output_dir = str(Path(config.output_dir).resolve())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -64,8 +65,6 @@ class TrainJob(Checkpointable):
         return from_dict(tree)
 
     def __call__(self) -> dict:
-        from mmdist.engine.trainer import Trainer
-
         config = self.config()
         # submitit's handler (present only inside a submitit job); the trainer's replaces it for
         # the run so that a signal stops the loop at a step boundary instead of mid-step.
@@ -74,16 +73,7 @@ class TrainJob(Checkpointable):
         on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             _export_local_rendezvous()
-        trainer = Trainer(config)
-        trainer.install_signal_handlers()
-        summary = trainer.fit()
-        rank = trainer.strategy.rank
-        if summary["status"] == "completed" and self.evaluate != "none":
-            # Every rank, while the process group is up: evaluation shards the test sets.
-            from mmdist.evaluation.evaluate import evaluate_run
-
-            evaluate_run(config.output_dir, plots_on=self.evaluate == "plots")
-        trainer.strategy.close()
+        summary, rank = train_and_evaluate(config, self.evaluate)
         if summary["status"] == "preempted" and on_slurm and callable(requeue_handler):
             signal.signal(PREEMPT_SIGNAL, requeue_handler)
             if rank == 0:
@@ -101,6 +91,24 @@ class TrainJob(Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Called by submitit on rank 0 after the trainer checkpointed: resubmit with resume."""
         return DelayedSubmission(TrainJob(self.config_tree, resume=True, evaluate=self.evaluate))
+
+
+def train_and_evaluate(config, evaluate: str = "none") -> tuple[dict, int]:
+    """Train ``config`` (a Config) with the trainer's stop signals installed, evaluate a completed
+    run on its test sets when ``evaluate`` asks, close the strategy; returns (summary, rank)."""
+    from mmdist.engine.trainer import Trainer
+
+    trainer = Trainer(config)
+    trainer.install_signal_handlers()
+    summary = trainer.fit()
+    if summary["status"] == "completed" and evaluate != "none":
+        # Every rank, while the process group is up: evaluation shards the test sets.
+        from mmdist.evaluation.evaluate import evaluate_run
+
+        evaluate_run(config.output_dir, plots_on=evaluate == "plots")
+    rank = trainer.strategy.rank
+    trainer.strategy.close()
+    return summary, rank
 
 
 def _export_local_rendezvous() -> None:
@@ -136,6 +144,12 @@ class SlurmOptions:
     max_requeues: int = 20
     """Time-limit requeues before submitit gives up (preemptions do not count)."""
     job_name: str = "mmdist"
+    runs_per_gpu: int = 1
+    """Sweeps: K runs trained at once in each array task, one process each, on the task's one
+    GPU (or its CPUs); see mmdist.launch.pack."""
+    gpu_memory_fraction: Optional[float] = None
+    """Packed runs: the share of the GPU's memory each run's torch allocator may hold (None:
+    0.9 / runs_per_gpu, the rest left to the K CUDA contexts and DALI's buffers)."""
     extra: dict = field(default_factory=dict)
     """More sbatch options (name without dashes -> value), e.g. {'qos': 'high'}."""
 
@@ -149,6 +163,22 @@ class SlurmOptions:
             raise ValueError(f"gpus_per_node: must be >= 0, got {self.gpus_per_node}")
         if self.tasks_per_node is not None and self.tasks_per_node < 1:
             raise ValueError(f"tasks_per_node: must be >= 1, got {self.tasks_per_node}")
+        if self.runs_per_gpu < 1:
+            raise ValueError(f"runs_per_gpu: must be >= 1, got {self.runs_per_gpu}")
+        if self.runs_per_gpu > 1 and (self.nodes > 1 or self.gpus_per_node > 1
+                                      or self.ranks_per_node > 1):
+            raise ValueError(f"runs_per_gpu: {self.runs_per_gpu} packs single-GPU runs; it needs "
+                             f"nodes: 1, gpus_per_node <= 1 and one task per node (got nodes: "
+                             f"{self.nodes}, gpus_per_node: {self.gpus_per_node}, tasks_per_node: "
+                             f"{self.ranks_per_node})")
+        fraction = self.gpu_memory_fraction
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ValueError(f"gpu_memory_fraction: must be in (0, 1], got {fraction}")
+
+    @property
+    def memory_fraction_per_run(self) -> float:
+        """The GPU memory share of one packed run (``gpu_memory_fraction`` or 0.9 / K)."""
+        return self.gpu_memory_fraction or 0.9 / self.runs_per_gpu
 
     @property
     def ranks_per_node(self) -> int:
@@ -216,6 +246,28 @@ def build_executor(folder: str | Path, options: SlurmOptions, local: bool = Fals
         params["mem_gb"] = options.mem_gb
     executor.update_parameters(**params)
     return executor
+
+
+def slurm_unreachable() -> Optional[str]:
+    """Why no job can be submitted to SLURM from here (None when its controller answers):
+    sbatch missing, or ``scontrol ping`` failing (no slurm.conf / configless source, controller
+    down). One line, for the command line to print beside its pointer to ``--local``."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on the PATH"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return f"SLURM_CONF={conf} does not exist"  # scontrol would retry it for a minute
+    try:
+        done = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return f"scontrol ping: {exc}"
+    except subprocess.TimeoutExpired:
+        return "scontrol ping did not answer in 30 s"
+    if done.returncode == 0 and "DOWN" not in done.stdout:
+        return None
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    # The last line is the one that says why (sbatch and scontrol print the lookups first).
+    return f"scontrol ping: {lines[-1] if lines else f'exit status {done.returncode}'}"
 
 
 def job_in_queue(job_id: str) -> bool:

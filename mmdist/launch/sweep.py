@@ -12,9 +12,12 @@ A spec is a YAML file::
     slurm:                            # mmdist.launch.submit.SlurmOptions fields
       array_parallelism: 2
       time_min: 30
+      runs_per_gpu: 1                 # K > 1: each array task trains K runs on its one GPU
     evaluate: metrics                 # after training: none | metrics | plots
     estimate:                         # optional, for the GPU-hours of --dry-run
-      seconds_per_step: 0.5           # one training step of one run (mmdist.bench step)
+      seconds_per_step: 0.5           # S: one training step of one run alone (mmdist.bench step)
+      seconds_per_step_packed: 0.7    # S_K: one run's step while slurm.runs_per_gpu = K share
+                                      # its GPU (mmdist.bench pack); only with K > 1
 
 A cell whose variant does not read a grid key (``TASK_KEYS``: U-Net has no classifier, so no
 classification budget; the encoder-only models have no decoder, so no mask budget) would repeat
@@ -43,6 +46,7 @@ from typing import Any, Optional
 
 from mmdist.config import (ConfigError, apply_overrides, from_dict, parse_override,
                            read_yaml_mapping, read_yaml_tree)
+from mmdist.launch.pack import PackJob, run_completed
 from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor,
                                   job_in_queue)
 from mmdist.config.variants import VARIANTS
@@ -117,7 +121,10 @@ class SweepSpec:
     slurm: SlurmOptions
     evaluate: str = "none"
     seconds_per_step: Optional[float] = None
-    """The spec's estimate.seconds_per_step (None: not given)."""
+    """The spec's estimate.seconds_per_step, S (None: not given)."""
+    seconds_per_step_packed: Optional[float] = None
+    """The spec's estimate.seconds_per_step_packed, S_K at K = slurm.runs_per_gpu (None: not
+    given)."""
 
     def cell_records(self) -> dict[str, dict]:
         """{cell name: {'values', 'run'}}, as sweep.json keeps them for --collect."""
@@ -161,7 +168,10 @@ def _refuse_lost_overrides(path: Path, spec: dict, extra_overrides) -> None:
                         "choose the sweep folder with the spec's output_dir key or --output-dir")
 
 
-def _read_options(path: Path, spec: dict) -> tuple[SlurmOptions, str, Optional[float]]:
+ESTIMATE_KEYS = ("seconds_per_step", "seconds_per_step_packed")
+
+
+def _read_options(path: Path, spec: dict) -> tuple[SlurmOptions, str, dict[str, float]]:
     """The spec's slurm, evaluate and estimate sections, checked."""
     slurm_raw = spec.get("slurm") or {}
     known = {f.name for f in fields(SlurmOptions)}
@@ -176,13 +186,16 @@ def _read_options(path: Path, spec: dict) -> tuple[SlurmOptions, str, Optional[f
     if evaluate not in EVALUATE_CHOICES:
         raise _fail(path, "evaluate", f"{evaluate!r} is not one of {list(EVALUATE_CHOICES)}")
     estimate = spec.get("estimate") or {}
-    if not isinstance(estimate, dict) or set(estimate) - {"seconds_per_step"}:
-        raise _fail(path, "estimate", f"must be {{seconds_per_step: S}}, got {estimate!r}")
-    seconds = estimate.get("seconds_per_step")
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or seconds <= 0):
-        raise _fail(path, "estimate.seconds_per_step", f"must be a number > 0, got {seconds!r}")
-    return slurm, evaluate, None if seconds is None else float(seconds)
+    if not isinstance(estimate, dict) or set(estimate) - set(ESTIMATE_KEYS):
+        raise _fail(path, "estimate", f"must be {{seconds_per_step: S, seconds_per_step_packed: "
+                    f"S_K}} (either may be left out), got {estimate!r}")
+    for key, seconds in estimate.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise _fail(path, f"estimate.{key}", f"must be a number > 0, got {seconds!r}")
+    if "seconds_per_step_packed" in estimate and slurm.runs_per_gpu == 1:
+        raise _fail(path, "estimate.seconds_per_step_packed", "prices slurm.runs_per_gpu > 1, "
+                    "and the spec packs none (runs_per_gpu: 1): use seconds_per_step")
+    return slurm, evaluate, {k: float(v) for k, v in estimate.items()}
 
 
 def load_spec(path: str | Path, output_dir: str | Path | None = None,
@@ -209,7 +222,7 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
     if not isinstance(fixed, dict):
         raise _fail(path, "overrides", "must map dotted config keys to values")
     _refuse_lost_overrides(path, spec, extra_overrides)
-    slurm, evaluate, seconds_per_step = _read_options(path, spec)
+    slurm, evaluate, estimate = _read_options(path, spec)
 
     name = str(spec.get("name") or path.stem)
     sweep_dir = Path(output_dir or spec.get("output_dir") or Path("runs/sweeps") / name).resolve()
@@ -242,7 +255,7 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
             runs[cell.run] = Run(cell.run, seen[cell.run], trees[cell.run], [])
         runs[cell.run].cells.append(cell.name)
     return SweepSpec(path, name, sweep_dir, cells, list(runs.values()), slurm, evaluate,
-                     seconds_per_step)
+                     estimate.get("seconds_per_step"), estimate.get("seconds_per_step_packed"))
 
 
 # ---- state of the runs ----------------------------------------------------------------------
@@ -250,14 +263,8 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
 def run_status(run: Run, state: dict, evaluate: str = "none") -> str:
     """'completed', 'queued' (its job is pending or running), 'failed' (its job is gone without
     a completed run, or without the evaluation the spec asks for) or 'missing' (never submitted)."""
-    summary = run.run_dir / "summary.json"
-    evaluated = evaluate == "none" or (run.run_dir / "eval" / "metrics.json").is_file()
-    if summary.is_file() and evaluated:
-        try:
-            if json.loads(summary.read_text()).get("status") == "completed":
-                return "completed"
-        except json.JSONDecodeError:
-            pass
+    if run_completed(run.run_dir, evaluate):
+        return "completed"
     entry = state.get("runs", {}).get(run.name, {})
     job_id = entry.get("job_id")
     if job_id is None:
@@ -309,13 +316,21 @@ def write_state(sweep_dir: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
-                 poll_s: float = 1.0) -> list:
-    """Submit every run whose status (``sweep_statuses``) is 'missing' or 'failed'; returns the
-    jobs. Runs that ran before are resubmitted with resume, so they continue from their latest
-    checkpoint.
+def packs(spec: SweepSpec, runs: list[Run]) -> list[list[Run]]:
+    """The runs in groups of slurm.runs_per_gpu (in spec order), one array task each."""
+    k = spec.slurm.runs_per_gpu
+    return [runs[i:i + k] for i in range(0, len(runs), k)]
 
-    On SLURM the runs go out as one job array (at most slurm.array_parallelism at once).
+
+def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
+                 poll_s: float = 1.0) -> list[tuple[list[str], Any]]:
+    """Submit every run whose status (``sweep_statuses``) is 'missing' or 'failed'; returns
+    [(run names, job)]. Runs that ran before are resubmitted with resume, so they continue from
+    their latest checkpoint. With slurm.runs_per_gpu = K > 1, each job trains K of them at once
+    (mmdist.launch.pack.PackJob); only runs still to do are packed, so a resubmission never
+    trains a finished run again.
+
+    On SLURM the jobs go out as one job array (at most slurm.array_parallelism at once).
     local=True runs them on this machine, at most slurm.array_parallelism at once, and returns
     when the last has ended.
     """
@@ -330,30 +345,37 @@ def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
         return []
     executor = build_executor(spec.output_dir / "submitit", spec.slurm, local=local)
 
-    def record(run: Run, job) -> None:
-        state["runs"][run.name] = {"job_id": job.job_id, "values": run.values, "local": local}
+    def record(group: list[Run], job) -> None:
+        for run in group:
+            state["runs"][run.name] = {"job_id": job.job_id, "values": run.values, "local": local}
 
-    def job_of(run: Run):
-        return executor.submit(TrainJob(run.config_tree, resume=True, evaluate=spec.evaluate))
+    def job_of(group: list[Run]):
+        if spec.slurm.runs_per_gpu == 1:
+            return executor.submit(TrainJob(group[0].config_tree, resume=True,
+                                            evaluate=spec.evaluate))
+        return executor.submit(PackJob([(r.name, r.config_tree) for r in group],
+                                       spec.slurm.runs_per_gpu, spec.slurm.memory_fraction_per_run,
+                                       spec.output_dir / "submitit" / "packed", spec.evaluate))
 
+    groups = packs(spec, todo)
     if not local:
         with executor.batch():
-            jobs = [job_of(run) for run in todo]
-        for run, job in zip(todo, jobs):
-            record(run, job)
+            jobs = [job_of(group) for group in groups]
+        for group, job in zip(groups, jobs):
+            record(group, job)
         write_state(spec.output_dir, state)
-        return jobs
+        return [([r.name for r in group], job) for group, job in zip(groups, jobs)]
     # A local executor starts every job it is given at once: start one when a slot frees.
-    jobs, running, queue = [], [], list(todo)
+    submitted, running, queue = [], [], list(groups)
     while queue or running:
         running = [job for job in running if not job.done()]
         while queue and len(running) < spec.slurm.array_parallelism:
-            run = queue.pop(0)
-            job = job_of(run)
-            record(run, job)
+            group = queue.pop(0)
+            job = job_of(group)
+            record(group, job)
             write_state(spec.output_dir, state)  # a rerun meanwhile sees it as queued
-            jobs.append(job)
+            submitted.append(([r.name for r in group], job))
             running.append(job)
         if running:
             time.sleep(poll_s)
-    return jobs
+    return submitted

@@ -4,6 +4,7 @@ emulated nodes, and a preempted 2-rank job that submitit requeues and that resum
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -54,6 +55,18 @@ def test_local_runs_the_same_job_without_slurm(tmp_path, capsys, monkeypatch):
     assert summary["status"] == "completed" and summary["steps"] == 8 and summary["ranks"] == 2
 
 
+def raw_line(stream) -> str:
+    """One line read byte by byte from the pipe's descriptor: a buffered readline would take the
+    lines after it too, and communicate() (which reads the descriptor) would never see them."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(stream.fileno(), 1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_two_node_ddp_job_survives_preemption_and_completes(slurm, tmp_path):
@@ -69,7 +82,7 @@ def test_two_node_ddp_job_survives_preemption_and_completes(slurm, tmp_path):
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as process:
         try:
-            first_line = process.stdout.readline()
+            first_line = raw_line(process.stdout)
             match = re.match(r"job:\s+(\d+) \(2 ranks on 2 nodes\)", first_line)
             assert match, first_line + process.stderr.read()
             job = match.group(1)

@@ -60,7 +60,10 @@ def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
     ("grid: {seed: [0]}\nevaluate: yes\n", "evaluate: True is not one of"),
     ("grid: {seed: [0]}\nestimate: {seconds_per_step: 0}\n",
      "estimate.seconds_per_step: must be a number > 0"),
-    ("grid: {seed: [0]}\nestimate: {seconds: 1}\n", "estimate: must be {seconds_per_step: S}"),
+    ("grid: {seed: [0]}\nestimate: {seconds: 1}\n",
+     "estimate: must be {seconds_per_step: S, seconds_per_step_packed: S_K}"),
+    ("grid: {seed: [0]}\nestimate: {seconds_per_step_packed: 1}\n",
+     "estimate.seconds_per_step_packed: prices slurm.runs_per_gpu > 1"),
     ("grid: {seed: [0]}\noverrides: {output_dir: /tmp/x}\n", "overrides.output_dir: a sweep sets"),
 ])
 def test_bad_specs_name_the_file_and_key(tmp_path, text, message):
