@@ -178,6 +178,7 @@ def test_freematch_threshold_follows_its_definition():
         class_tau = p / p.max() * tau
         expected = (q.max(1) >= class_tau[q.argmax(1)]).astype(np.float32)
         pseudo, weight, terms = labeler(torch.tensor(q).log().float())
+        labeler.commit()
         assert pseudo.tolist() == q.argmax(1).tolist()
         assert weight.tolist() == expected.tolist()
         assert labeler.tau.item() == pytest.approx(tau, rel=1e-5)
@@ -193,6 +194,7 @@ def test_softmatch_weight_is_a_truncated_gaussian_of_the_running_confidence():
     labeler = L.PseudoLabeler("softmatch", momentum=m, num_classes=3)
     q = np.array(CONFIDENCE_SEQUENCE[0])
     _, weight, _ = labeler(torch.tensor(q).log().float())
+    labeler.commit()
     conf = q.max(1)
     mu = m / 3 + (1 - m) * conf.mean()
     var = m * 1.0 + (1 - m) * conf.var(ddof=1)
@@ -207,6 +209,7 @@ def test_distribution_alignment_moves_predictions_toward_the_labeled_prior():
     q = torch.tensor([[0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.9, 0.1]])
     targets = torch.tensor([1, 1, 1, 0])
     pseudo, _, _ = labeler(q.log(), targets)
+    labeler.commit()
     target = (np.array([1, 3]) + 1) / 6  # add-one smoothed class frequency
     aligned = q.numpy() * target / q.numpy().mean(0)
     aligned /= aligned.sum(1, keepdims=True)
@@ -214,20 +217,64 @@ def test_distribution_alignment_moves_predictions_toward_the_labeled_prior():
     assert labeler.da_target.numpy() == pytest.approx(target)
     # The next batch updates both by EMA (momentum 0.9).
     labeler(q.log(), torch.tensor([0, 0, 0, 0]))
+    labeler.commit()
     assert labeler.da_target.numpy() == pytest.approx(0.9 * target + 0.1 * np.array([5, 1]) / 6)
+
+
+@pytest.mark.parametrize("threshold, dist_align", [("freematch", True), ("softmatch", False),
+                                                   ("fixed", True)])
+def test_a_step_with_non_finite_weak_logits_is_skipped_and_leaves_the_state_as_it_was(
+        threshold, dist_align):
+    """A NaN or inf weak logit makes every weight NaN (so the loss, and the engine skips the
+    step); the state it would have poisoned is discarded, bit for bit. A normal step moves it."""
+    labeler = L.PseudoLabeler(threshold, momentum=0.9, dist_align=dist_align, num_classes=3)
+    targets = torch.tensor([0, 1, 2])
+    labeler(torch.tensor(CONFIDENCE_SEQUENCE[0]).log(), targets)
+    labeler.commit()
+    before = labeler.state_dict()
+    for bad in (float("nan"), float("inf")):
+        logits = torch.tensor(CONFIDENCE_SEQUENCE[1]).log()
+        logits[2, 1] = bad  # one entry of one image
+        _, weight, _ = labeler(logits, targets)
+        assert torch.isnan(weight).all()
+        strong = torch.zeros(4, 3)
+        assert not torch.isfinite(L.weighted_pseudo_ce(strong, torch.zeros(4, dtype=torch.long),
+                                                       weight))
+        labeler.discard()
+        for name, tensor in labeler.state_dict().items():
+            assert torch.equal(tensor, before[name]), (bad, name)
+    _, weight, _ = labeler(torch.tensor(CONFIDENCE_SEQUENCE[1]).log(), targets)
+    assert torch.isfinite(weight).all()
+    labeler.commit()
+    after = labeler.state_dict()
+    assert int(after["updates"]) == 2
+    moved = [name for name in before if not torch.equal(before[name], after[name])]
+    assert moved and moved != ["updates"], moved
+
+
+def test_a_proposed_state_must_be_committed_or_discarded_before_the_next_step():
+    labeler = L.PseudoLabeler("freematch", num_classes=3)
+    logits = torch.tensor(CONFIDENCE_SEQUENCE[0]).log()
+    labeler(logits)
+    assert int(labeler.updates) == 0  # proposed, not yet kept
+    with pytest.raises(RuntimeError, match="neither committed nor discarded"):
+        labeler(logits)
 
 
 def test_threshold_state_round_trips_exactly():
     a = L.PseudoLabeler("freematch", momentum=0.9, dist_align=True, num_classes=3)
     for step in CONFIDENCE_SEQUENCE[:2]:
         a(torch.tensor(step).log(), torch.tensor([0, 1, 2]))
+        a.commit()
     b = L.PseudoLabeler("freematch", momentum=0.9, dist_align=True, num_classes=3)
     b.load_state_dict(a.state_dict())
     last = torch.tensor(CONFIDENCE_SEQUENCE[2]).log()
     wa, wb = a(last, torch.tensor([1]))[1], b(last, torch.tensor([1]))[1]
+    a.commit(), b.commit()
     assert torch.equal(wa, wb)
     for name, tensor in a.state_dict().items():
         assert torch.equal(tensor, b.state_dict()[name]), name
     fresh = L.PseudoLabeler("freematch", momentum=0.9, dist_align=True, num_classes=3)
     fresh(last, torch.tensor([1]))
+    fresh.commit()
     assert not torch.equal(fresh.tau, a.tau)  # the state is what made the difference

@@ -27,7 +27,9 @@ def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, ste
 
     ``model`` may be the bare MultiMixNet or a DDP/DeepSpeed wrapper of it. ``pseudo_labeler``
     holds the classifier's threshold/alignment state across steps (the trainer's, checkpointed);
-    None builds a fresh one from ``loss_config`` (exact for the stateless 'fixed' threshold).
+    the caller commits or discards the update it proposes once the step was taken or skipped.
+    None builds a fresh one from ``loss_config``: exact for the stateless 'fixed' threshold, an
+    error for a stateful one (a fresh state every step would silently reset it).
     """
     if spec.ssl == "mixmatch":
         return _mixmatch_losses(model, batch, loss_config, step)
@@ -62,7 +64,7 @@ def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, ste
         terms["ce"] = L.supervised_ce(out.cls_logits[:n_labeled], batch.cls_labeled_target)
         total = total + terms["ce"]
         if spec.ssl == "fixmatch":
-            labeler = pseudo_labeler or L.build_pseudo_labeler(loss_config)
+            labeler = pseudo_labeler or _stateless_labeler(loss_config)
             pseudo, weight, schedule_terms = labeler(out.pseudo_logits, batch.cls_labeled_target)
             terms["fixmatch"] = L.weighted_pseudo_ce(out.cls_logits[n_labeled:], pseudo, weight)
             terms["mask_ratio"] = weight.mean()
@@ -82,6 +84,15 @@ def training_losses(model, batch: StepBatch, spec: VariantSpec, loss_config, ste
             total = total + loss_config.lambda_kl * terms["kl"]
     terms["total"] = total
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+def _stateless_labeler(loss_config) -> L.PseudoLabeler:
+    labeler = L.build_pseudo_labeler(loss_config)
+    if labeler.stateful:
+        raise ValueError(f"losses.threshold={loss_config.threshold!r}, losses.dist_align="
+                         f"{loss_config.dist_align} keep state across steps: pass the run's "
+                         f"PseudoLabeler to training_losses (and commit it after each step taken)")
+    return labeler
 
 
 def _mixmatch_losses(model, batch: StepBatch, loss_config, step: int):

@@ -116,7 +116,9 @@ class Trainer:
         self.optimizer = strategy.optimizer
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)
-        self.pseudo_labeler = build_pseudo_labeler(config.losses)  # threshold/alignment state
+        # The threshold/alignment state, its batch statistics summed over the ranks.
+        self.pseudo_labeler = build_pseudo_labeler(config.losses,
+                                                   reduce_sum=strategy.all_reduce_sum)
 
     def _restore(self) -> int:
         """Resume (mmdist.engine.resume) every part, after checking that the checkpoint was
@@ -228,12 +230,14 @@ class Trainer:
                     loss, terms = training_losses(self.model, batch, self.spec, config.losses,
                                                   step, self.pseudo_labeler)
                 if strategy.backward_step(loss):
+                    self.pseudo_labeler.commit()  # its state moves with the steps taken only
                     self.finite.add(loss, step)  # no host sync: read at the loop's sync points
                     self.skips.taken()
                     self.scheduler.step()
                     if self.ema is not None:
                         self.ema.update(strategy.unwrap())
-                else:  # skipped on every rank: advances neither schedule nor EMA
+                else:  # skipped on every rank: advances no schedule, threshold or EMA
+                    self.pseudo_labeler.discard()
                     self.skips.skipped(step + 1)  # steps counted as in the logs
                 step += 1
                 strategy.progress(step)
