@@ -18,6 +18,8 @@ from mmdist.config import load_config
 
 from test_schedule import TINY
 
+THRESHOLD = ["losses.threshold=freematch", "losses.dist_align=true",
+             "losses.threshold_momentum=0.5"]
 RUN = ["trainer.max_steps=4", "trainer.checkpoint_every=0", "trainer.image_log_every=0",
        "trainer.log_every=1", "model.width=0.125", "engine.strategy=ddp"]
 
@@ -29,7 +31,7 @@ def _worker(rank: int, port: int, out_dir: str, bad_steps: list[int], limit: int
     from mmdist.engine.trainer import Trainer
 
     trainer = Trainer(load_config(TINY, [f"output_dir={out_dir}/run", *RUN,
-                                         f"engine.max_skipped_in_a_row={limit}"]))
+                                         f"engine.max_skipped_in_a_row={limit}", *THRESHOLD]))
     build, forwards = trainer._build, {"n": 0}
 
     def poison(module, args, kwargs):
@@ -49,6 +51,7 @@ def _worker(rank: int, port: int, out_dir: str, bad_steps: list[int], limit: int
         summary = trainer.fit()
         out["skipped_steps"] = summary["skipped_steps"]
         out["weights"] = {k: v.clone() for k, v in trainer.strategy.unwrap().state_dict().items()}
+        out["threshold"] = trainer.pseudo_labeler.state_dict()
     except TooManySkippedSteps as exc:
         out["error"] = str(exc)
     finally:
@@ -71,6 +74,12 @@ def test_a_nan_on_one_rank_is_one_skipped_step_on_both(tmp_path):
     for name, tensor in ranks[0]["weights"].items():
         assert torch.isfinite(tensor).all(), name
         assert torch.equal(tensor, ranks[1]["weights"][name]), name  # the ranks did not drift
+    # The threshold state too: summed statistics, and the skip discarded on both ranks (rank 0's
+    # own loss was finite).
+    assert int(ranks[0]["threshold"]["updates"]) == 3
+    for name, tensor in ranks[0]["threshold"].items():
+        assert torch.isfinite(tensor.float()).all(), name
+        assert torch.equal(tensor, ranks[1]["threshold"][name]), name
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["skipped_steps"] == 1 and summary["status"] == "completed"
 
