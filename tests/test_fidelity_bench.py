@@ -122,3 +122,68 @@ def test_small_fidelity_run_scores_every_arm_budget_and_weights(tmp_path):
         assert torch.equal(tensor, long["model"][name]), name
     for name, tensor in short["ema"]["model"].items():
         assert torch.equal(tensor, long["ema"]["model"][name]), name
+
+
+def _args(tmp_path, **changes):
+    from argparse import ArgumentParser
+
+    from mmdist.bench.fidelity import add_arguments
+
+    parser = ArgumentParser()
+    add_arguments(parser)
+    data = tmp_path / "data"
+    for name in NEEDED:  # run() only checks that the subsets are there; nothing is trained here
+        (data / name).mkdir(parents=True, exist_ok=True)
+        (data / name / "labels.csv").write_text("name\n")
+    argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--budgets", "2", "4",
+            "--val-every", "2", "--seeds", "0", "1", "--arms", "multimix detached", "unet"]
+    args = parser.parse_args(argv)
+    for key, value in changes.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_reuse_takes_only_runs_with_the_same_settings_and_every_budget(tmp_path, capsys):
+    """A benchmark split over days: --reuse takes an earlier file's (arm, seed) only when it was
+    trained the same way and scored every budget asked for; then nothing is trained and the table
+    holds the earlier scores."""
+    from mmdist.bench.fidelity import _settings, load_reusable, run
+
+    args = _args(tmp_path)
+    same = {a: _settings(args, a) for a in ("multimix detached", "unet")}
+    results = [{**_result("multimix detached", s, 0.7 + s / 10), "settings": same["multimix detached"]}
+               for s in (0, 1)]
+    results.append({**_result("unet", 0, 0.6), "settings": same["unet"]})
+    other = _args(tmp_path, size=64)  # trained at another size: a different run
+    results.append({**_result("unet", 1, 0.5), "settings": _settings(other, "unet")})
+    short = {**_result("unet", 1, 0.4), "settings": same["unet"]}
+    short["scores"] = {k: v for k, v in short["scores"].items() if k.endswith("@2")}
+    results.append(short)  # lacks budget 4
+    results.append({**_result("unet", 7, 0.3), "settings": same["unet"]})  # seed not asked for
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"results": results}))
+
+    found = load_reusable(_args(tmp_path, reuse=[str(earlier)]))
+    assert sorted(found) == [("multimix detached", 0), ("multimix detached", 1), ("unet", 0)]
+    assert found["unet", 0]["scores"]["raw@2"]["Shenzhen Dice"] == 0.6
+    assert "3 run(s) taken" in capsys.readouterr().out
+
+    # With every run reusable, run() trains nothing and tables the earlier scores.
+    results.append({**_result("unet", 1, 0.65), "settings": same["unet"]})
+    earlier.write_text(json.dumps({"results": results}))
+    run(_args(tmp_path, reuse=[str(earlier)]))
+    table = json.loads((tmp_path / "out" / "fidelity.json").read_text())
+    assert [(r["arm"], r["seed"]) for r in table["results"]] == [
+        ("multimix detached", 0), ("unet", 0), ("multimix detached", 1), ("unet", 1)]
+    row = next(r for r in table["rows"] if (r["arm"], r["weights"], r["steps"]) == ("unet", "ema", 2))
+    assert row["Shenzhen Dice"]["values"] == [0.6, 0.65]
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_reuse_of_a_file_that_is_not_a_benchmark_names_it(tmp_path):
+    from mmdist.bench.fidelity import load_reusable
+
+    bad = tmp_path / "notes.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="--reuse .*notes.json: not a fidelity.json"):
+        load_reusable(_args(tmp_path, reuse=[str(bad)]))

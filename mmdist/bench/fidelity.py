@@ -18,6 +18,9 @@ average's weights (``trainer.select_by``, the variant's default metric).
 Writes OUT/fidelity.md and OUT/fidelity.json: mean +- std over seeds per (arm, weights, budget),
 and a paired t-test (scipy.stats.ttest_rel, over seeds) of each arm against multimix detached;
 Montgomery Dice is also paired per (seed, image), 13 images x seeds pairs.
+``--reuse OLD/fidelity.json ...`` takes the (arm, seed) runs an earlier benchmark scored with the
+same settings (recipe, size, validation interval, EMA decay, overrides) at every budget asked for,
+so a benchmark too long for one sitting is run a few seeds at a time and tabled together.
 Not part of the test suite: about four hours on two CPU cores for the defaults (81 minutes for
 ``--budgets 100 150 200``).
 """
@@ -86,6 +89,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--extra", nargs="*", default=[],
                         help="more overrides for every run (its own row label: see --label)")
     parser.add_argument("--label", default="", help="suffix of every arm name, e.g. for --extra")
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="FIDELITY_JSON",
+                        help="earlier OUT/fidelity.json files: an (arm, seed) scored there with "
+                             "the same settings at every budget asked for is taken from there, "
+                             "not trained again (a benchmark split over days or machines)")
 
 
 def _run_config(args, arm: str, seed: int, run_dir: Path):
@@ -162,6 +169,40 @@ def per_image_pairs(seeds: dict, reference: dict, key: str) -> tuple[list[float]
     return arm_values, ref_values
 
 
+def _settings(args, arm: str) -> dict:
+    """What makes two runs of one (arm, seed) the same run, whatever the budgets: a run of B steps
+    is the first B steps of a longer one (module docstring), so only these must match to reuse."""
+    return {"recipe": RECIPE.name, "size": args.size, "val_every": args.val_every,
+            "ema_decay": args.ema_decay, "overrides": [*ARMS[arm], *args.extra]}
+
+
+def load_reusable(args) -> dict[tuple[str, int], dict]:
+    """{(arm, seed): result} from the --reuse files whose settings equal this benchmark's and whose
+    scores cover every budget asked for; one line names each file and what it gave."""
+    wanted = {arm + args.label: arm for arm in args.arms}
+    found: dict[tuple[str, int], dict] = {}
+    for name in args.reuse:
+        path = Path(name)
+        try:
+            results = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"fidelity: --reuse {path}: not a fidelity.json ({exc})") from None
+        taken = []
+        for result in results:
+            arm, seed = result.get("arm"), result.get("seed")
+            if arm not in wanted or seed not in args.seeds or (arm, seed) in found:
+                continue
+            keys = {f"{w}@{b}" for w in WEIGHTS for b in args.budgets}
+            if result.get("settings") == _settings(args, wanted[arm]) and \
+                    keys <= set(result.get("scores", {})):
+                found[arm, seed] = {**result, "reused": str(path)}
+                taken.append(f"{arm} seed {seed}")
+        print(f"fidelity: --reuse {path}: {len(taken)} run(s) taken"
+              + (f" ({', '.join(taken)})" if taken else
+                 " (none matches these arms, seeds, budgets and settings)"))
+    return found
+
+
 def _one_run(args, arm: str, seed: int, out: Path) -> dict:
     """Train (or reuse a finished) run and score every budget; {(weights, budget): scores}."""
     from mmdist.engine import checkpoint as ckpt
@@ -201,7 +242,7 @@ def _one_run(args, arm: str, seed: int, out: Path) -> dict:
         if path.name not in keep:
             path.unlink()
     return {"arm": arm + args.label, "seed": seed, "train_seconds": train_s, "reused": done,
-            "run_dir": str(run_dir), "scores": scores}
+            "run_dir": str(run_dir), "settings": _settings(args, arm), "scores": scores}
 
 
 def _heads(config) -> tuple[bool, bool]:
@@ -292,11 +333,13 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    reusable = load_reusable(args)
     started = time.perf_counter()
     results = []
     for seed in args.seeds:  # seeds outermost: a benchmark cut short still has whole seeds
         for arm in args.arms:
-            results.append(_one_run(args, arm, seed, out))
+            reused = reusable.get((arm + args.label, seed))
+            results.append(reused or _one_run(args, arm, seed, out))
             text, note, rows, wall = _write(args, out, results, started)
     print(text + note)
     return {"table": str(out / "fidelity.md"), "runs": len(results), "wall_seconds": wall}
