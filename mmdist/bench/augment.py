@@ -17,7 +17,7 @@ import torch
 from mmdist.augment.sources import build_step_source
 from mmdist.config import load_config
 from mmdist.data.sources import build_task_data
-from mmdist.data.streams import iterate_steps
+from mmdist.data.feeding import iterate_steps
 from mmdist.model import VARIANTS
 
 

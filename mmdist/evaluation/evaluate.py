@@ -48,7 +48,8 @@ from mmdist.data.audit import overlap_warning, training_fingerprint, training_ov
 from mmdist.data.imageset import NO_LABEL, ImageSet
 from mmdist.data.sources import build_task_data, load_imageset
 from mmdist.data.splits import mask_flags
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.step_batch import to_model_input
 from mmdist.data.synthetic import synthetic_imageset
 from mmdist.data.unlabeled import exclude_pool_patients
 from mmdist.engine.devices import resolve_device

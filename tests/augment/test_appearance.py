@@ -15,7 +15,7 @@ from mmdist.augment.policy import APPEARANCE, APPEARANCE_INDEX, GIN_LAYERS, gaus
 from mmdist.augment.torch_backend import apply_appearance, appearance_uint8
 from mmdist.augment.torch_source import TorchStepSource
 from mmdist.data.sources import build_task_data
-from mmdist.data.streams import SEG_LABELED, SEG_UNLABELED
+from mmdist.config.variants import SEG_LABELED, SEG_UNLABELED
 
 SIZE = 32
 

@@ -7,7 +7,8 @@ from chest_layouts import gradient, save
 from mmdist.data.cache import load_cache
 from mmdist.data.prepare import prepare_dataset
 from mmdist.data.splits import make_split
-from mmdist.data.streams import ShardedStream, gather_rows
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.sampler import ShardedStream
 
 
 def cache_pool(tmp_path, count=41):

@@ -20,7 +20,7 @@ from mmdist.data.prepare import prepare_dataset
 from mmdist.data.records import DatasetError
 from mmdist.data.sources import build_task_data, check_source_paths, epoch_pool
 from mmdist.data.splits import shared_patients
-from mmdist.data.streams import CLS_STRONG, CLS_WEAK
+from mmdist.config.variants import CLS_STRONG, CLS_WEAK
 from mmdist.data.unlabeled import load_pool
 from mmdist.engine.trainer import Trainer
 from mmdist.evaluation.evaluate import build_test_sets

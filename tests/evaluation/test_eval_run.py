@@ -17,7 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, Event
 
 from mmdist.config import load_config
 from mmdist.data.sources import build_task_data
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.step_batch import to_model_input
 from mmdist.evaluate import main as evaluate_main
 from mmdist.evaluation.evaluate import evaluate_run, load_model
 from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS

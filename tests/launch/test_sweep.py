@@ -15,7 +15,7 @@ from slurm_cluster import REPO, job_state, wait_until
 from tensorboard_events import hparams_of, read_events
 
 from mmdist.config import ConfigError
-from mmdist.launch.sweep import cell_name, load_spec
+from mmdist.launch.sweep_spec import cell_name, load_spec
 from mmdist.sweep import main as sweep_main
 
 TINY_SPEC = REPO / "configs" / "sweeps" / "tiny.yaml"

@@ -15,9 +15,10 @@ import pytest
 from slurm_cluster import REPO
 from test_sweep import run_sweep, write_spec
 
-import mmdist.launch.sweep as sweep
+import mmdist.launch.sweep_spec as sweep_spec
 from mmdist.config import dump_config, from_dict
-from mmdist.launch.sweep import ignored_keys, load_spec, read_state
+from mmdist.launch.sweep_spec import ignored_keys, load_spec
+from mmdist.launch.sweep_state import read_state
 
 PAPER_SPEC = REPO / "configs" / "sweeps" / "paper_table2.yaml"
 CLS, SEG = "data.budget.classification_labeled", "data.budget.segmentation_labeled"
@@ -56,8 +57,9 @@ def test_which_keys_a_variant_ignores_comes_from_the_variant_table(monkeypatch):
     assert ignored_keys("enc_ssl", keys) == [SEG]
     assert ignored_keys("multimix", keys) == []
     # A variant table in which umtl lost its decoder: its mask budgets collapse, U-Net's stay.
-    table = dict(sweep.VARIANTS, umtl=dataclasses.replace(sweep.VARIANTS["umtl"], decoder=False))
-    monkeypatch.setattr(sweep, "VARIANTS", table)
+    table = dict(sweep_spec.VARIANTS,
+                 umtl=dataclasses.replace(sweep_spec.VARIANTS["umtl"], decoder=False))
+    monkeypatch.setattr(sweep_spec, "VARIANTS", table)
     spec = load_spec(PAPER_SPEC, "/tmp/unused")
     variants = {r.config_tree["model"]["variant"] for r in spec.runs if len(r.cells) > 1}
     assert variants == {"unet", "enc", "enc_mm", "enc_ssl", "umtl"}
