@@ -85,7 +85,7 @@ class Run:
         trainer = self.config_tree["trainer"]
         if trainer.get("max_steps") is not None:
             return int(trainer["max_steps"])
-        from mmdist.data.sources import epoch_pool
+        from mmdist.data.task_data import epoch_pool
         from mmdist.engine.schedule import plan_run
 
         config = from_dict(self.config_tree)

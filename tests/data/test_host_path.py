@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from mmdist.augment.sources import build_step_source
+from mmdist.augment.step_source import build_step_source
 from mmdist.augment.torch_source import TorchStepSource
 from mmdist.config import load_config
-from mmdist.data.sources import build_task_data
 from mmdist.data.feeding import default_prefetch, iterate_steps
 from mmdist.data.sampler import ShardedStream
 from mmdist.data.step_batch import StepBatch, model_input_table, to_model_input
+from mmdist.data.task_data import build_task_data
 from mmdist.model import VARIANTS
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

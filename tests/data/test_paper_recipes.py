@@ -14,7 +14,7 @@ from mmdist import prepare, train
 from mmdist.config import DATA_ROOT_VARIABLE, load_config
 from mmdist.config.variants import VARIANTS
 from mmdist.data.records import DatasetError
-from mmdist.data.sources import build_task_data, check_source_paths
+from mmdist.data.task_data import build_task_data, check_source_paths
 from mmdist.data.unlabeled import load_pool
 from mmdist.engine.trainer import Trainer
 from mmdist.evaluation.evaluate import build_test_sets

@@ -5,10 +5,10 @@ import numpy as np
 
 from chest_layouts import gradient, save
 from mmdist.data.cache import load_cache
-from mmdist.data.prepare import prepare_dataset
-from mmdist.data.splits import make_split
+from mmdist.data.cache_writer import prepare_dataset
 from mmdist.data.row_reads import gather_rows
 from mmdist.data.sampler import ShardedStream
+from mmdist.data.splits import make_split
 
 
 def cache_pool(tmp_path, count=41):
