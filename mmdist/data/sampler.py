@@ -23,7 +23,8 @@ STREAM_IDS = {SEG_LABELED: 1, SEG_UNLABELED: 2, CLS_LABELED: 3, CLS_WEAK: 4, CLS
               CLS_WEAK2: 4}
 """The weak, strong and second weak views of the unlabeled classification stream share a sampler
 id: they are views of the same images."""
-VIEW_IDS = {SEG_LABELED: 1, SEG_UNLABELED: 2, CLS_LABELED: 3, CLS_WEAK: 4, CLS_STRONG: 5, CLS_WEAK2: 6}
+VIEW_IDS = {SEG_LABELED: 1, SEG_UNLABELED: 2, CLS_LABELED: 3, CLS_WEAK: 4, CLS_STRONG: 5,
+            CLS_WEAK2: 6}
 """Each view draws its augmentation from its own generator."""
 
 
@@ -84,4 +85,3 @@ class ShardedStream:
 
     def epoch_of(self, step: int) -> int:
         return (step * self.batch_size) // self.per_rank
-

@@ -45,7 +45,8 @@ class StepBatch:
     """What one training step consumes; a field is None when the variant does not use it.
 
     From the step sources, images are uint8 (N, 1, H, W) and masks uint8 (N, 1, H, W) in {0, 1};
-    ``as_model_input()`` makes them float32 in [-1, 1] and float32 in {0, 1}. Targets are int64 (N,).
+    ``as_model_input()`` makes them float32 in [-1, 1] and float32 in {0, 1}. Targets are int64
+    (N,).
     """
 
     seg_labeled: Optional[torch.Tensor] = None
@@ -89,4 +90,3 @@ class StepBatch:
         """Images in the step (masks and targets not counted)."""
         return sum(v.shape[0] for f in fields(self) for v in [getattr(self, f.name)]
                    if v is not None and v.dim() == 4 and not f.name.endswith("_mask"))
-
