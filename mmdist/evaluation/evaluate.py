@@ -51,6 +51,7 @@ from mmdist.data.source_imageset import load_imageset
 from mmdist.data.splits import mask_flags
 from mmdist.data.step_batch import to_model_input
 from mmdist.data.synthetic import synthetic_imageset
+from mmdist.data.task_data import build_task_data
 from mmdist.data.unlabeled import exclude_pool_patients
 from mmdist.engine.devices import resolve_device
 from mmdist.engine.validation import single_class_warning
