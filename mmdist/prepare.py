@@ -15,7 +15,7 @@ import sys
 import yaml
 
 from mmdist.data.adapters import ADAPTERS
-from mmdist.data.prepare import prepare_dataset
+from mmdist.data.cache_writer import prepare_dataset
 from mmdist.data.records import DatasetError
 
 

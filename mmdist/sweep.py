@@ -4,7 +4,7 @@
     python -m mmdist.sweep configs/sweeps/paper_table2.yaml --dry-run
     python -m mmdist.sweep --collect runs/sweeps/paper_table2
 
-The first form submits every run that has not completed (see mmdist.launch.sweep for the spec);
+The first form submits every run that has not completed (the spec: mmdist.launch.sweep_spec);
 running it again submits only failed or missing runs. Cells that a variant's run stands for
 under several budgets (U-Net ignores |D_l^c|, the encoder-only models |D_l^s|) run once.
 ``--dry-run`` lists the runs, their state and the cells each stands for, with the jobs the spec's
@@ -74,7 +74,8 @@ def _run_result(run_dir: Path):
 
 def sweep_cells(target: str | Path, output_dir=None, overrides=()) -> tuple[Path, dict]:
     """(sweep dir, {cell name: {'values', 'run'}}) of a sweep folder (its sweep.json) or a spec."""
-    from mmdist.launch.sweep import load_spec, read_state
+    from mmdist.launch.sweep_spec import load_spec
+    from mmdist.launch.sweep_state import read_state
 
     target = Path(target)
     if target.is_file():
@@ -178,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pack-result prices a spec: use it with --dry-run")
 
     from mmdist.launch.submit import follow, slurm_unreachable
-    from mmdist.launch.sweep import load_spec, submit_sweep, sweep_statuses
+    from mmdist.launch.sweep_spec import load_spec
+    from mmdist.launch.sweep_state import sweep_statuses
+    from mmdist.launch.sweep_submit import submit_sweep
 
     try:
         spec = load_spec(args.spec, args.output_dir, args.overrides)

@@ -143,7 +143,7 @@ def test_a_killed_run_resumes_and_tensorboard_purges_the_steps_it_replays(tmp_pa
     (["data.segmentation.kind=csv", "data.segmentation.path={tmp}/bad"],
      "{tmp}/bad/labels.csv: no 'image' column"),
     (["trainer.resume={tmp}/missing.pt"], "checkpoint not found: {tmp}/missing.pt"),
-    # both on the command line (one alone replaces the file's other: mmdist.config.loading)
+    # both on the command line (one alone replaces the file's other: mmdist.config.yaml_loader)
     (["trainer.max_steps=8", "trainer.max_epochs=2"],
      "trainer.max_steps (8) and trainer.max_epochs (2) are both set"),
     pytest.param(["engine.device=cuda"], "engine.device=cuda: torch sees no CUDA device",

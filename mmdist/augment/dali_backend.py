@@ -26,8 +26,11 @@ from mmdist.augment.draws import draw_appearance, draw_strong, draw_weak
 from mmdist.augment.dali_ops import appearance_arguments, strong_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
 from mmdist.augment.torch_source import TorchStepSource
-from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
-                                 SEG_UNLABELED, VIEW_IDS, StepBatch, gather_rows, step_seed)
+from mmdist.config.variants import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
+                                    SEG_UNLABELED)
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.sampler import VIEW_IDS, step_seed
+from mmdist.data.step_batch import StepBatch
 
 _VIEW_KIND = {SEG_LABELED: "weak", SEG_UNLABELED: "weak", CLS_LABELED: "weak", CLS_WEAK: "weak",
               CLS_STRONG: "strong", CLS_WEAK2: "weak"}

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from mmdist.augment.torch_backend import TorchAugmenter
-from mmdist.data.streams import (CLS_LABELED, CLS_STRONG, SEG_LABELED, SEG_UNLABELED, STREAM_IDS,
-                                 VIEW_IDS,
-                                 ShardedStream, StepBatch, gather_rows, step_seed)
+from mmdist.config.variants import CLS_LABELED, CLS_STRONG, SEG_LABELED, SEG_UNLABELED
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.sampler import STREAM_IDS, VIEW_IDS, ShardedStream, step_seed
+from mmdist.data.step_batch import StepBatch
 
 
 class TorchStepSource:

@@ -54,7 +54,7 @@ def add_arguments(parser) -> None:
 def _batch(args, world_rank: int):
     import torch
 
-    from mmdist.data.streams import StepBatch
+    from mmdist.data.step_batch import StepBatch
     from mmdist.model import VARIANTS
 
     g = torch.Generator().manual_seed(1000 + world_rank)

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from mmdist.augment.sources import build_step_source
+from mmdist.augment.step_source import build_step_source
 from mmdist.config import load_config
-from mmdist.data.sources import build_task_data
-from mmdist.data.streams import default_prefetch, iterate_steps
+from mmdist.data.feeding import default_prefetch, iterate_steps
+from mmdist.data.task_data import build_task_data
 from mmdist.model import VARIANTS
 
 

@@ -7,7 +7,7 @@
 2. read: training-time reading of the same images through a torch DataLoader, from the cache
    versus decoding and resizing the PNGs on the fly (same workers, batch and order; same run).
 3. readers: one training reader (load_cache, split, a rank's shard of a whole epoch through
-   mmdist.data.streams) over caches of 20k and 100k images, in fresh processes: anonymous
+   mmdist.data.sampler) over caches of 20k and 100k images, in fresh processes: anonymous
    (private) resident memory must stay flat; file-backed pages are the shared page cache.
 Generated data live under --workdir (default /tmp) and are removed unless --keep.
 """
@@ -147,7 +147,8 @@ def read_epoch(path: str, world: int = 2, rank: int = 0, batch: int = 10) -> dic
     """One training reader: map the cache, split it, read this rank's whole epoch shard."""
     from mmdist.data.cache import load_cache
     from mmdist.data.splits import make_split
-    from mmdist.data.streams import ShardedStream, gather_rows
+    from mmdist.data.row_reads import gather_rows
+    from mmdist.data.sampler import ShardedStream
 
     start = _status_mb()
     data = load_cache(path)

@@ -19,7 +19,7 @@ import time
 import torch
 
 from mmdist.config import EngineConfig, LossConfig, ModelConfig
-from mmdist.data.streams import StepBatch
+from mmdist.data.step_batch import StepBatch
 from mmdist.engine.devices import configure_numerics
 from mmdist.engine.precision import autocast
 from mmdist.engine.single import Strategy

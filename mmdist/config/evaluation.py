@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmdist.config.errors import check
-from mmdist.config.sources import SourceConfig
+from mmdist.config.data_sources import SourceConfig
 
 @dataclass
 class CrossDomainSetConfig(SourceConfig):

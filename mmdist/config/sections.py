@@ -1,5 +1,5 @@
 """The model, data, loss, optimizer and trainer sections of the config tree (the data sources
-themselves are in mmdist.config.sources).
+themselves are in mmdist.config.data_sources).
 
 Each section is a dataclass whose fields carry their defaults and docstrings and whose
 ``__post_init__`` validates them, raising ConfigError with the key's name.
@@ -12,7 +12,7 @@ from typing import Literal, Optional, Union
 
 from mmdist.config.errors import ConfigError, check
 from mmdist.config.loss_section import LossConfig  # noqa: F401  (re-exported: its own module)
-from mmdist.config.sources import SourceConfig, SyntheticDomainConfig, UnlabeledSourceConfig
+from mmdist.config.data_sources import SourceConfig, SyntheticDomainConfig, UnlabeledSourceConfig
 from mmdist.config.variants import VARIANTS, resolve_saliency
 
 SaliencyMode = Literal["auto", "none", "detached", "differentiable"]

@@ -19,7 +19,7 @@ from typing import Literal, Optional
 from mmdist.config.errors import ConfigError
 
 # Stream names: which a model consumes is VariantSpec.streams; how each is sampled and augmented
-# is mmdist.data.streams.
+# is mmdist.data.sampler.
 SEG_LABELED = "seg_labeled"
 SEG_UNLABELED = "seg_unlabeled"
 CLS_LABELED = "cls_labeled"

@@ -38,7 +38,7 @@ def _name(imageset: ImageSet, index: int) -> str:
 
 
 def split_record(task_data) -> dict:
-    """The split of every task of a mmdist.data.sources.TaskData as JSON-ready data (see the
+    """The split of every task of a mmdist.data.task_data.TaskData as JSON-ready data (see the
     module docstring)."""
     out: dict = {"format": FORMAT}
     for task in ("classification", "segmentation"):

@@ -1,6 +1,6 @@
 """The prepared cache: a folder of memory-mapped uint8 arrays plus a manifest.
 
-Layout (written by mmdist.data.prepare, read here):
+Layout (written by mmdist.data.cache_writer, read here):
 
     images.npy     (N, S, S) uint8 grayscale images, memory-mapped on load
     masks.npy      (N, S, S) uint8 {0, 1} lung masks; only when some image has a mask

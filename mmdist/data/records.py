@@ -1,7 +1,7 @@
 """The record: one image of a dataset as an adapter indexed it, before anything is decoded.
 
 Every layout adapter (mmdist.data.adapters) turns a dataset folder into a list of ``Record``;
-``mmdist.data.prepare`` decodes them into a cache. A record only names files and carries the
+``mmdist.data.cache_writer`` decodes them into a cache. A record only names files and carries the
 metadata the layout gives (label, patient); it never holds pixels.
 """
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmdist.config.variants import CLS_STRONG, CLS_WEAK, CLS_WEAK2
 from mmdist.data.imageset import NO_LABEL, ImageSet, RowStack
-from mmdist.data.loading import load_catalog, load_imageset
 from mmdist.data.records import DatasetError
+from mmdist.data.source_imageset import load_catalog, load_imageset
 from mmdist.data.splits import Split, split_by_patient
-from mmdist.data.streams import CLS_STRONG, CLS_WEAK, CLS_WEAK2
 
 POOL_STREAMS = (CLS_WEAK, CLS_STRONG, CLS_WEAK2)
 """The streams that read the unlabeled classification pool."""

@@ -41,7 +41,7 @@ def unused_parameters(model: nn.Module) -> list[str]:
     gradient, found by a probe step (2 random 32 px images per stream, default losses) on the
     bare model. The global RNG state is restored afterwards, so the probe changes nothing."""
     from mmdist.config import LossConfig
-    from mmdist.data.streams import StepBatch
+    from mmdist.data.step_batch import StepBatch
     from mmdist.engine.step import training_losses
 
     device = next(model.parameters()).device

@@ -5,7 +5,7 @@ DeepSpeed broadcast rank 0's anyway) and one process builds the weights of a man
 Then each rank reseeds torch (CPU and its GPU), numpy and random from (seed, rank): dropout and
 the other draws of the step differ between ranks, as they would between the images of one big
 batch. (Data order and augmentation have generators of their own, seeded by (seed, rank, step),
-mmdist.data.streams.)
+mmdist.data.sampler.)
 
 A checkpoint holds every rank's states (``gather`` on all ranks, rank 0 writes them), and a
 resumed rank restores its own, so a resumed run draws exactly what the uninterrupted one would.
@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from mmdist.data.streams import step_seed
+from mmdist.data.sampler import step_seed
 
 RANK_STREAM = 0x52414E4B
 """Mixed into the per-rank seed so it never equals a data or augmentation seed."""

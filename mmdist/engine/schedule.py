@@ -5,7 +5,7 @@ The rule a user can rely on (README, "Ranks, batch, epochs, learning rate and se
 - ``data.global_batch_size`` fixes the images per stream over all ranks; each rank takes
   global / ranks. Without it, ``data.batch_size`` is per rank and the global batch grows with
   the ranks (``optim.scale_lr`` may then scale the learning rate with them).
-- An epoch is ``trainer.steps_per_epoch``, or the config's epoch pool (mmdist.data.sources
+- An epoch is ``trainer.steps_per_epoch``, or the config's epoch pool (mmdist.data.task_data
   .epoch_pool: the training images of ``data.unlabeled`` when the unlabeled pool has its own
   source, else the classification training split, else the segmentation one) over the global
   batch. It never depends on the variant or the label budget.

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mmdist import losses as L
 from mmdist.losses import w2s as W
-from mmdist.data.streams import StepBatch
+from mmdist.data.step_batch import StepBatch
 from mmdist.model.saliency import at_least_fp32
 from mmdist.model.variants import VariantSpec
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from mmdist.augment.sources import build_step_source
+from mmdist.augment.step_source import build_step_source
 from mmdist.config import Config, dump_config
 from mmdist.data.audit import write_split
-from mmdist.data.sources import build_task_data, epoch_pool
-from mmdist.data.streams import iterate_steps
+from mmdist.data.task_data import build_task_data, epoch_pool
+from mmdist.data.feeding import iterate_steps
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine import console
 from mmdist.engine import rng

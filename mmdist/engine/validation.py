@@ -14,7 +14,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.step_batch import to_model_input
 
 
 def _batches(indices: np.ndarray, batch_size: int):

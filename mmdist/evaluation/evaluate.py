@@ -46,19 +46,21 @@ import torch.distributed as dist
 from mmdist.config import Config, load_config
 from mmdist.data.audit import overlap_warning, training_fingerprint, training_overlap
 from mmdist.data.imageset import NO_LABEL, ImageSet
-from mmdist.data.sources import build_task_data, load_imageset
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.source_imageset import load_imageset
 from mmdist.data.splits import mask_flags
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.step_batch import to_model_input
 from mmdist.data.synthetic import synthetic_imageset
+from mmdist.data.task_data import build_task_data
 from mmdist.data.unlabeled import exclude_pool_patients
 from mmdist.engine.devices import resolve_device
 from mmdist.engine.validation import single_class_warning
 from mmdist.evaluation.figures import examples_of, write_plots
-from mmdist.evaluation.loading import default_checkpoint, load_model, selection_of
 from mmdist.evaluation.metrics import (
     PerImageRecords, classification_metrics, segmentation_metrics, segmentation_scores)
 from mmdist.evaluation.surface import surface_scores
 from mmdist.evaluation.tables import CLINICAL_HEADER, PAPER_HEADER, clinical_row, paper_row
+from mmdist.evaluation.trained_model import default_checkpoint, load_model, selection_of
 from mmdist.model import MultiMixNet
 
 

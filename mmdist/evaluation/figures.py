@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.step_batch import to_model_input
 from mmdist.evaluation import plots
 from mmdist.model.saliency import input_saliency
 

@@ -43,8 +43,8 @@ from mmdist.data.adapters.common import IMAGE_SUFFIXES, list_images
 from mmdist.data.imageset import CLASS_NAMES
 from mmdist.data.imaging import CorruptImage, decode_gray, resize_gray
 from mmdist.engine.devices import resolve_device
-from mmdist.evaluation.loading import default_checkpoint, load_model
 from mmdist.evaluation.plots import boundary_overlay, save_figure, saliency_overlay_figure
+from mmdist.evaluation.trained_model import default_checkpoint, load_model
 from mmdist.export.graph import eager_outputs
 from mmdist.export.runtime import ExportedModel, export_format
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the checkpoint's EMA or raw weights (auto: EMA when it has them)")
     args = parser.parse_args(argv)
     from mmdist.data.imageset import CLASS_NAMES
-    from mmdist.evaluation.loading import default_checkpoint, load_model
+    from mmdist.evaluation.trained_model import default_checkpoint, load_model
     from mmdist.export.graph import eager_outputs, output_names
     from mmdist.export.runtime import ExportedModel
 

@@ -1,7 +1,7 @@
 """The exported network: uint8 X-rays in, class and lung-mask probabilities and the saliency out.
 
 ``ExportedNet`` wraps a trained MultiMixNet's parts behind one forward that needs nothing of
-mmdist: the normalisation of mmdist.data.streams.to_model_input, the encoder, the saliency
+mmdist: the normalisation of mmdist.data.step_batch.to_model_input, the encoder, the saliency
 (|d max-class-score / d input|, by ``torch.autograd.grad`` as mmdist.model.saliency takes it), the
 classifier and the decoder (fed the saliency bridge [X, S] in the bridged variants). Its forward
 is written in TorchScript's subset, so the same module is scripted (with traced parts, see
@@ -67,7 +67,7 @@ class ExportedNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         out: Dict[str, torch.Tensor] = {}
-        x = images.float() / 127.5 - 1.0  # mmdist.data.streams.to_model_input, bit for bit
+        x = images.float() / 127.5 - 1.0  # mmdist.data.step_batch.to_model_input, bit for bit
         grad_was_on = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
         leaf = x.detach().requires_grad_(True)
@@ -120,7 +120,7 @@ def eager_outputs(model: MultiMixNet, images: torch.Tensor) -> Dict[str, torch.T
     export must reproduce, and predict's network pass): the model's forward as evaluate calls it,
     with the saliency of the unbridged variants taken as the bridge would take it. Returns
     float32 tensors on the model's device, named as OUTPUTS."""
-    from mmdist.data.streams import to_model_input
+    from mmdist.data.step_batch import to_model_input
     from mmdist.model.saliency import input_saliency
 
     device = next(model.parameters()).device

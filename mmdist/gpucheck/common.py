@@ -32,7 +32,7 @@ def random_batch(per_stream: int, size: int, dtype=torch.float32, seed: int = 0)
     """A five-stream MultiMix batch: images (N, 1, size, size) in [-1, 1] of ``dtype``, masks
     of 0/1 in ``dtype``, int64 class targets."""
     from mmdist.bench.step import random_batch as bench_batch
-    from mmdist.data.streams import StepBatch
+    from mmdist.data.step_batch import StepBatch
     from mmdist.model import VARIANTS
 
     batch = bench_batch(VARIANTS["multimix"].streams, per_stream, size,

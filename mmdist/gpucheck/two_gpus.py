@@ -28,7 +28,7 @@ def _model(mode: str):
 
 
 def _shard(batch, rank: int):
-    from mmdist.data.streams import StepBatch
+    from mmdist.data.step_batch import StepBatch
 
     rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
     return StepBatch(**{k: (v[rows] if torch.is_tensor(v) else v) for k, v in vars(batch).items()})

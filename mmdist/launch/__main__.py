@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ranks = options.nodes * options.ranks_per_node
     from mmdist.data.records import DatasetError
-    from mmdist.data.sources import check_source_paths
+    from mmdist.data.task_data import check_source_paths
     from mmdist.engine.strategies import LaunchError, resolved_strategy_name
 
     try:

@@ -8,8 +8,8 @@ import torch
 
 from mmdist.config import load_config
 from mmdist.data.imageset import ImageSet
-from mmdist.data.sources import TaskData, TaskSplit
 from mmdist.data.splits import Split
+from mmdist.data.task_data import TaskData, TaskSplit
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from mmdist.augment.draws import AppearanceDraws, draw_appearance
 from mmdist.augment.policy import APPEARANCE, APPEARANCE_INDEX, GIN_LAYERS, gaussian_kernels
 from mmdist.augment.torch_backend import apply_appearance, appearance_uint8
 from mmdist.augment.torch_source import TorchStepSource
-from mmdist.data.sources import build_task_data
-from mmdist.data.streams import SEG_LABELED, SEG_UNLABELED
+from mmdist.config.variants import SEG_LABELED, SEG_UNLABELED
+from mmdist.data.task_data import build_task_data
 
 SIZE = 32
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mmdist.bench import augment
-from mmdist.data.sources import build_task_data
+from mmdist.data.task_data import build_task_data
 from mmdist.model import VARIANTS
 
 

@@ -9,8 +9,9 @@ import torch
 from augment_helpers import assert_batches_equal, data_config, index_task_data
 from mmdist.augment.dali_backend import DaliStepSource
 from mmdist.augment.torch_source import TorchStepSource
-from mmdist.data.sources import build_task_data
-from mmdist.data.streams import CLS_STRONG, CLS_WEAK, CLS_WEAK2, ShardedStream, STREAM_IDS
+from mmdist.config.variants import CLS_STRONG, CLS_WEAK, CLS_WEAK2
+from mmdist.data.sampler import STREAM_IDS, ShardedStream
+from mmdist.data.task_data import build_task_data
 from mmdist.model import VARIANTS
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -10,8 +10,8 @@ from chest_layouts import shared_data
 from mmdist.data.adapters import index_dataset
 from mmdist.data.audit import overlap_warning, split_record, training_overlap, write_split
 from mmdist.data.imageset import ImageSet
-from mmdist.data.sources import TaskSplit
 from mmdist.data.splits import Split, make_split
+from mmdist.data.task_data import TaskSplit
 
 KERMANY = shared_data() / "kermany-pneumonia-224"
 

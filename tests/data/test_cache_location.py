@@ -4,8 +4,8 @@ the source's content, so one folder named two ways is one cache and a relabelled
 import os
 
 from chest_layouts import write_csv_dataset
-from mmdist.config.sources import SourceConfig
-from mmdist.data.loading import default_cache_dir, load_imageset
+from mmdist.config.data_sources import SourceConfig
+from mmdist.data.source_imageset import default_cache_dir, load_imageset
 
 
 def _source(path, **options):

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from mmdist.config import load_config
-from mmdist.config.variants import VARIANTS
+from mmdist.config.variants import CLS_WEAK, SEG_UNLABELED, VARIANTS
 from mmdist.data.imageset import ImageSet
 from mmdist.data.splits import make_split
-from mmdist.data.streams import CLS_WEAK, SEG_UNLABELED
 from mmdist.engine.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

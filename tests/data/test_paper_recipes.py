@@ -14,11 +14,11 @@ from mmdist import prepare, train
 from mmdist.config import DATA_ROOT_VARIABLE, load_config
 from mmdist.config.variants import VARIANTS
 from mmdist.data.records import DatasetError
-from mmdist.data.sources import build_task_data, check_source_paths
+from mmdist.data.task_data import build_task_data, check_source_paths
 from mmdist.data.unlabeled import load_pool
 from mmdist.engine.trainer import Trainer
 from mmdist.evaluation.evaluate import build_test_sets
-from mmdist.launch.sweep import load_spec
+from mmdist.launch.sweep_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "configs" / "paper"

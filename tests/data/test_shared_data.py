@@ -10,9 +10,9 @@ from PIL import Image
 from chest_layouts import shared_data
 from mmdist.data.adapters import index_dataset
 from mmdist.data.cache import load_cache
+from mmdist.data.cache_writer import prepare_dataset
 from mmdist.data.imageset import ImageSet
 from mmdist.data.imaging import binarize_mask, resize_mask
-from mmdist.data.prepare import prepare_dataset
 from mmdist.data.splits import make_split, shared_patients
 
 KERMANY = shared_data() / "kermany-pneumonia-224"

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmdist.augment.sources import build_step_source
+from mmdist.augment.step_source import build_step_source
 from mmdist.config import SyntheticDomainConfig, load_config
-from mmdist.data.sources import build_task_data
-from mmdist.data.streams import iterate_steps
+from mmdist.data.feeding import iterate_steps
 from mmdist.data.synthetic import synthetic_imageset
+from mmdist.data.task_data import build_task_data
 from mmdist.model import VARIANTS
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 
 from chest_layouts import NIH_ROWS, write_nih
-from mmdist.augment.sources import build_step_source
+from mmdist.augment.step_source import build_step_source
 from mmdist.config import ConfigError, load_config
-from mmdist.config.variants import VARIANTS
+from mmdist.config.variants import CLS_STRONG, CLS_WEAK, VARIANTS
 from mmdist.data.cache import load_cache
+from mmdist.data.cache_writer import prepare_dataset
 from mmdist.data.imageset import NO_LABEL
-from mmdist.data.prepare import prepare_dataset
 from mmdist.data.records import DatasetError
-from mmdist.data.sources import build_task_data, check_source_paths, epoch_pool
 from mmdist.data.splits import shared_patients
-from mmdist.data.streams import CLS_STRONG, CLS_WEAK
+from mmdist.data.task_data import build_task_data, check_source_paths, epoch_pool
 from mmdist.data.unlabeled import load_pool
 from mmdist.engine.trainer import Trainer
 from mmdist.evaluation.evaluate import build_test_sets

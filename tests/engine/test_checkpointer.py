@@ -11,7 +11,7 @@ from mmdist.engine.checkpointer import Checkpointer, StateFns
 from mmdist.engine.run_folder import RunFolderError
 from mmdist.engine.single import Strategy
 from mmdist.engine.trainer import Trainer
-from mmdist.evaluation.loading import load_model
+from mmdist.evaluation.trained_model import load_model
 
 from test_schedule import TINY
 

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mmdist.config import EngineConfig, LossConfig, ModelConfig
-from mmdist.data.streams import StepBatch
+from mmdist.data.step_batch import StepBatch
 from mmdist.engine.distributed import RankInfo
 from mmdist.engine.step import training_losses
 from mmdist.model import VARIANTS, build_model

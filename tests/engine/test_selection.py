@@ -15,7 +15,7 @@ from mmdist.engine.selection import BestCheckpoint, score, warn_if_too_small
 from mmdist.engine.single import Strategy
 from mmdist.engine.trainer import Trainer
 from mmdist.engine.validation import validate
-from mmdist.evaluation.loading import load_model
+from mmdist.evaluation.trained_model import load_model
 from mmdist.model import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from mmdist.config import ConfigError, load_config
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.step_batch import to_model_input
 from mmdist.engine.selection import build_selection, score
 from mmdist.engine.single import Strategy
 from mmdist.engine.trainer import Trainer

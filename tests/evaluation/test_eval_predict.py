@@ -13,7 +13,7 @@ from skimage.segmentation import find_boundaries
 
 from mmdist.config import load_config
 from mmdist.data.imaging import resize_gray
-from mmdist.data.streams import to_model_input
+from mmdist.data.step_batch import to_model_input
 from mmdist.engine.checkpoint import save_checkpoint
 from mmdist.evaluation.evaluate import load_model
 from mmdist.evaluation.plots import PREDICTION_COLOUR, save_figure, saliency_overlay_figure

@@ -16,8 +16,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
 from mmdist.config import load_config
-from mmdist.data.sources import build_task_data
-from mmdist.data.streams import gather_rows, to_model_input
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.step_batch import to_model_input
+from mmdist.data.task_data import build_task_data
 from mmdist.evaluate import main as evaluate_main
 from mmdist.evaluation.evaluate import evaluate_run, load_model
 from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS

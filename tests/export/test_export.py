@@ -14,8 +14,8 @@ import torch
 from mmdist.config import load_config
 from mmdist.data.imaging import decode_gray, resize_gray
 from mmdist.engine.checkpoint import atomic_torch_save, best_checkpoint_path, save_checkpoint
-from mmdist.evaluation.loading import load_model
 from mmdist.evaluation.predict import main as predict_main
+from mmdist.evaluation.trained_model import load_model
 from mmdist.export import onnx_export
 from mmdist.export.__main__ import main as export_main
 from mmdist.export.graph import eager_outputs

@@ -16,7 +16,7 @@ from test_sweep import run_sweep, write_spec
 from mmdist.config import ConfigError
 from mmdist.launch.__main__ import main as launch_main
 from mmdist.launch.pack import cpu_share
-from mmdist.launch.sweep import load_spec
+from mmdist.launch.sweep_spec import load_spec
 
 TINY_SPEC = REPO / "configs" / "sweeps" / "tiny.yaml"
 

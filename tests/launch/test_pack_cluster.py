@@ -20,7 +20,7 @@ from slurm_cluster import REPO, job_state, wait_until
 from test_sweep import run_sweep, write_spec
 
 from mmdist.config import dump_config, from_dict
-from mmdist.launch.sweep import load_spec
+from mmdist.launch.sweep_spec import load_spec
 from mmdist.sweep import main as sweep_main
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

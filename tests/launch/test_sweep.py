@@ -1,6 +1,6 @@
-"""Sweeps: spec expansion and its errors (no cluster), and a 4-run job array on the test cluster
-with the results table, TensorBoard hparams per run, and a re-run that submits only what is
-missing. Cells that share a run, --dry-run, --collect and --local's cap: test_sweep_runs.py."""
+"""Sweeps on the test cluster: a 4-run job array with the results table, TensorBoard hparams per
+run, and a re-run that submits only what is missing. The spec's expansion and its errors:
+test_sweep_spec.py; --dry-run, --collect and --local's cap: test_sweep_runs.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import pytest
 from slurm_cluster import REPO, job_state, wait_until
 from tensorboard_events import hparams_of, read_events
 
-from mmdist.config import ConfigError
-from mmdist.launch.sweep import cell_name, load_spec
 from mmdist.sweep import main as sweep_main
 
 TINY_SPEC = REPO / "configs" / "sweeps" / "tiny.yaml"
@@ -25,52 +23,6 @@ def write_spec(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(f"config: {REPO / 'configs' / 'tiny.yaml'}\n" + text)
     return path
-
-
-def test_paper_grid_has_405_cells_in_distinct_folders(tmp_path):
-    spec = load_spec(REPO / "configs" / "sweeps" / "paper_table2.yaml", tmp_path)
-    assert len(spec.cells) == 9 * 9 * 5
-    assert len({run.run_dir for run in spec.runs}) == len(spec.runs)
-    run = next(r for r in spec.runs if r.name == "multimix_cfull_s50_seed3")
-    assert run.config_tree["data"]["budget"] == {**run.config_tree["data"]["budget"],
-                                                 "classification_labeled": "full",
-                                                 "segmentation_labeled": 50}
-    assert run.config_tree["seed"] == 3 and run.run_dir == tmp_path / run.name
-    assert spec.slurm.gpus_per_node == 1 and spec.slurm.array_parallelism == 32
-    assert spec.evaluate == "plots"
-
-
-def test_cell_names_and_overrides_apply_to_every_cell(tmp_path):
-    assert cell_name({"model.variant": "unet", "optim.lr": 0.001, "seed": 2}) == "unet_lr-0.001_seed2"
-    spec = load_spec(TINY_SPEC, tmp_path, ["trainer.max_steps=3"])
-    assert [c.name for c in spec.cells] == ["multimix_seed0", "multimix_seed1", "umtl_seed0",
-                                            "umtl_seed1"]
-    assert [r.name for r in spec.runs] == [c.name for c in spec.cells]  # nothing to share
-    assert all(r.config_tree["trainer"]["max_steps"] == 3 for r in spec.runs)
-    assert all(r.config_tree["trainer"]["threads"] == 1 for r in spec.runs)
-
-
-@pytest.mark.parametrize("text, message", [
-    ("grid: {seed: [0, 0]}\n", "grid.seed: repeats a value"),
-    ("grid: {seed: []}\n", "grid.seed: must be a non-empty list"),
-    ("gird: {seed: [0]}\n", "gird: unknown key"),
-    ("grid: {model.variant: [multimix, nope]}\n", "cell nope: model.variant: unknown variant"),
-    ("grid: {seed: [0]}\nslurm: {array_paralelism: 2}\n", "slurm.array_paralelism: unknown key"),
-    ("grid: {seed: [0]}\nslurm: {nodes: 0}\n", "nodes: must be >= 1"),
-    ("grid: {seed: [0]}\nevaluate: yes\n", "evaluate: True is not one of"),
-    ("grid: {seed: [0]}\nestimate: {seconds_per_step: 0}\n",
-     "estimate.seconds_per_step: must be a number > 0"),
-    ("grid: {seed: [0]}\nestimate: {seconds: 1}\n",
-     "estimate: must be {seconds_per_step: S, seconds_per_step_packed: S_K}"),
-    ("grid: {seed: [0]}\nestimate: {seconds_per_step_packed: 1}\n",
-     "estimate.seconds_per_step_packed: prices slurm.runs_per_gpu > 1"),
-    ("grid: {seed: [0]}\noverrides: {output_dir: /tmp/x}\n", "overrides.output_dir: a sweep sets"),
-])
-def test_bad_specs_name_the_file_and_key(tmp_path, text, message):
-    path = write_spec(tmp_path, text)
-    with pytest.raises(ConfigError) as error:
-        load_spec(path, tmp_path / "out")
-    assert str(path) in str(error.value) and message in str(error.value)
 
 
 def run_sweep(capsys, *args: str) -> tuple[int, str, str]:

@@ -1,5 +1,5 @@
-"""Sweeps without a cluster: cells whose values a variant never reads share one run, --dry-run
-says so (with a GPU-hours estimate), --collect tabulates the spec's cells only, an output_dir
+"""Sweeps without a cluster, through ``python -m mmdist.sweep``: --dry-run names the runs that
+cells share (with a GPU-hours estimate), --collect tabulates the spec's cells only, an output_dir
 override is refused, and --local keeps to slurm.array_parallelism."""
 
 from __future__ import annotations
@@ -15,52 +15,12 @@ import pytest
 from slurm_cluster import REPO
 from test_sweep import run_sweep, write_spec
 
-import mmdist.launch.sweep as sweep
 from mmdist.config import dump_config, from_dict
-from mmdist.launch.sweep import ignored_keys, load_spec, read_state
+from mmdist.launch.sweep_spec import load_spec
+from mmdist.launch.sweep_state import read_state
 
 PAPER_SPEC = REPO / "configs" / "sweeps" / "paper_table2.yaml"
 CLS, SEG = "data.budget.classification_labeled", "data.budget.segmentation_labeled"
-
-
-def test_paper_grid_trains_285_runs_for_its_405_cells(tmp_path):
-    spec = load_spec(PAPER_SPEC, tmp_path)
-    assert (len(spec.cells), len(spec.runs)) == (405, 285)
-    assert len({run.run_dir for run in spec.runs}) == 285
-    by_name = {run.name: run for run in spec.runs}
-    # U-Net reads no classification budget: one run per (mask budget, seed), trained at the
-    # grid's first |D_l^c|, standing for all three.
-    unet = by_name["unet_c100_s50_seed3"]
-    assert unet.cells == ["unet_c100_s50_seed3", "unet_c1000_s50_seed3", "unet_cfull_s50_seed3"]
-    assert unet.config_tree["data"]["budget"]["classification_labeled"] == 100
-    assert unet.config_tree["data"]["budget"]["segmentation_labeled"] == 50
-    assert unet.run_dir == tmp_path / "unet_c100_s50_seed3"
-    for variant in ("enc", "enc_mm", "enc_ssl"):  # no decoder: no mask budget
-        assert by_name[f"{variant}_cfull_s10_seed0"].cells == [
-            f"{variant}_cfull_s{s}_seed0" for s in (10, 50, "full")]
-    shared = {run.config_tree["model"]["variant"] for run in spec.runs if len(run.cells) > 1}
-    assert shared == {"unet", "enc", "enc_mm", "enc_ssl"}
-    assert sum(len(run.cells) for run in spec.runs) == 405
-    cells = {cell.name: cell.run for cell in spec.cells}
-    assert cells["unet_cfull_sfull_seed4"] == "unet_c100_sfull_seed4"
-    assert cells["multimix_cfull_sfull_seed4"] == "multimix_cfull_sfull_seed4"
-    # Loading again (a resubmission) gives the same runs in the same folders.
-    again = load_spec(PAPER_SPEC, tmp_path)
-    assert [(r.name, r.config_tree) for r in again.runs] == [
-        (r.name, r.config_tree) for r in spec.runs]
-
-
-def test_which_keys_a_variant_ignores_comes_from_the_variant_table(monkeypatch):
-    keys = [CLS, SEG, "data.classification.count", "seed"]
-    assert ignored_keys("unet", keys) == [CLS]
-    assert ignored_keys("enc_ssl", keys) == [SEG]
-    assert ignored_keys("multimix", keys) == []
-    # A variant table in which umtl lost its decoder: its mask budgets collapse, U-Net's stay.
-    table = dict(sweep.VARIANTS, umtl=dataclasses.replace(sweep.VARIANTS["umtl"], decoder=False))
-    monkeypatch.setattr(sweep, "VARIANTS", table)
-    spec = load_spec(PAPER_SPEC, "/tmp/unused")
-    variants = {r.config_tree["model"]["variant"] for r in spec.runs if len(r.cells) > 1}
-    assert variants == {"unet", "enc", "enc_mm", "enc_ssl", "umtl"}
 
 
 def test_dry_run_names_the_shared_runs_the_run_count_and_the_estimate(tmp_path, capsys):
@@ -221,12 +181,3 @@ slurm: {{array_parallelism: 2}}
     assert f"completed {sweep_dir / 'unet_c20'}  (also cells unet_c30)" in out
     code, out, err = run_sweep(capsys, str(spec_path), "--local", "--output-dir", str(sweep_dir))
     assert code == 0 and "4 cells, 3 runs {'completed': 3}; submitting 0" in out
-
-
-def test_a_sweep_json_from_before_shared_runs_reads_as_one_run_per_cell(tmp_path):
-    old = {"cells": {"umtl_seed0": {"job_id": "12_0", "values": {"seed": 0}, "local": False}},
-           "spec": "x.yaml", "name": "x"}
-    (tmp_path / "sweep.json").write_text(json.dumps(old))
-    state = read_state(tmp_path)
-    assert state["runs"] == old["cells"]
-    assert state["cells"] == {"umtl_seed0": {"values": {"seed": 0}, "run": "umtl_seed0"}}

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mmdist.data.prepare as prepare_module
+import mmdist.data.cache_writer as cache_writer
 from chest_layouts import (box_mask, gradient, save, write_csv_dataset, write_jsrt, write_kermany,
                            write_montgomery, write_nih, write_shenzhen)
 from mmdist.data import cache
 from mmdist.data.cache import load_cache
+from mmdist.data.cache_writer import prepare_dataset
 from mmdist.data.imageset import NO_LABEL
-from mmdist.data.prepare import prepare_dataset
 from mmdist.data.records import DatasetError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def test_an_interrupted_prepare_resumes_without_redoing_chunks(tmp_path, monkeyp
     bad = corrupt_pool(tmp_path / "pool")
     reference = prep("folder", tmp_path / "pool", tmp_path / "ref", size=16)
     calls = []
-    real_chunk = prepare_module._prepare_chunk
+    real_chunk = cache_writer._prepare_chunk
 
     def interrupted(*args):
         if len(calls) == 2:
@@ -155,13 +155,14 @@ def test_an_interrupted_prepare_resumes_without_redoing_chunks(tmp_path, monkeyp
         calls.append(args[1])
         return real_chunk(*args)
 
-    monkeypatch.setattr(prepare_module, "_prepare_chunk", interrupted)
+    monkeypatch.setattr(cache_writer, "_prepare_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prep("folder", tmp_path / "pool", tmp_path / "out", size=16, chunk_size=2)
     assert not cache.is_cache(tmp_path / "out")
     assert len((tmp_path / "out" / cache.PARTIAL / "journal.jsonl").read_text().splitlines()) == 2
     calls.clear()
-    monkeypatch.setattr(prepare_module, "_prepare_chunk", lambda *a: calls.append(a[1]) or real_chunk(*a))
+    monkeypatch.setattr(cache_writer, "_prepare_chunk",
+                        lambda *a: calls.append(a[1]) or real_chunk(*a))
     # Resumed with another chunk size: the first run's chunks are kept.
     summary = prep("folder", tmp_path / "pool", tmp_path / "out", size=16, chunk_size=5)
     assert calls == [4, 6] and summary["chunks_reused"] == 2  # rows 0-3 were not decoded again

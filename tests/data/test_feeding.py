@@ -1,25 +1,23 @@
-"""The host side of a step: uint8 batches that become exactly today's model input on the device,
-a prefetching thread that yields exactly the inline batches and never outlives the loop, pinned
-memory only for a CUDA device, one permutation per stream epoch."""
+"""Feeding the trainer: a prefetching thread that yields exactly the inline batches and never
+outlives the loop, uint8 batches pinned only for a CUDA device. (Their conversion to model input:
+test_step_batch.py; one permutation per stream epoch: test_sampler.py.)"""
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from mmdist.augment.sources import build_step_source
+from mmdist.augment.step_source import build_step_source
 from mmdist.augment.torch_source import TorchStepSource
 from mmdist.config import load_config
-from mmdist.data.sources import build_task_data
-from mmdist.data.streams import (ShardedStream, StepBatch, default_prefetch, iterate_steps,
-                                 model_input_table, to_model_input)
+from mmdist.data.feeding import default_prefetch, iterate_steps
+from mmdist.data.step_batch import StepBatch
+from mmdist.data.task_data import build_task_data
 from mmdist.model import VARIANTS
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -44,44 +42,6 @@ def assert_same(a: StepBatch, b: StepBatch):
         assert (x is None) == (y is None), name
         if x is not None:
             assert x.dtype == y.dtype and torch.equal(x, y), name
-
-
-def every_level_batch() -> StepBatch:
-    levels = torch.arange(256, dtype=torch.uint8).reshape(4, 1, 8, 8)
-    return StepBatch(seg_labeled=levels, seg_labeled_mask=(levels % 2).to(torch.uint8),
-                     cls_labeled=levels.flip(0), cls_labeled_target=torch.tensor([0, 1, 1, 0]))
-
-
-def check_model_input(device):
-    raw = every_level_batch()
-    batch = raw.to(device, non_blocking=True).as_model_input()
-    assert batch.seg_labeled.device.type == torch.device(device).type
-    # Exactly the values the host made before batches travelled as uint8, every level of them.
-    assert torch.equal(batch.seg_labeled.cpu(), to_model_input(raw.seg_labeled))
-    assert torch.equal(batch.cls_labeled.cpu(), to_model_input(raw.cls_labeled))
-    assert batch.seg_labeled_mask.dtype == torch.float32
-    assert torch.equal(batch.seg_labeled_mask.cpu(), raw.seg_labeled_mask.float())
-    assert torch.equal(batch.cls_labeled_target.cpu(), raw.cls_labeled_target)
-
-
-def test_uint8_batches_become_exactly_the_host_model_input_and_floats_pass_through():
-    check_model_input("cpu")
-    levels = torch.arange(256, dtype=torch.uint8).reshape(4, 1, 8, 8)
-    # The table a CUDA device reads its model input from holds the host's values.
-    assert torch.equal(model_input_table(torch.device("cpu"))[levels.int()], to_model_input(levels))
-    floats = StepBatch(seg_labeled=torch.rand(2, 1, 8, 8) * 2 - 1,
-                       seg_labeled_mask=(torch.rand(2, 1, 8, 8) > 0.5).float())
-    again = floats.as_model_input()
-    assert again.seg_labeled is floats.seg_labeled  # already model input: untouched
-    assert again.seg_labeled_mask is floats.seg_labeled_mask
-
-
-@pytest.mark.gpu
-@needs_cuda
-def test_uint8_batches_become_exactly_the_host_model_input_on_cuda():
-    # CUDA divides by a scalar as a multiplication by its reciprocal: 111 of the 256 levels would
-    # differ in the last bit if the host's formula ran there.
-    check_model_input("cuda")
 
 
 def test_prefetching_yields_exactly_the_inline_batches_in_order(tiny):
@@ -185,33 +145,3 @@ def test_batches_are_uint8_and_pinned_only_for_a_cuda_device(tiny, backend, work
             assert tensor.dtype == torch.uint8 and tensor.is_pinned() == (device == "cuda"), name
         moved = batch.to(device, non_blocking=True).as_model_input()
         assert moved.seg_labeled.device.type == device and moved.seg_labeled.dtype == torch.float32
-
-
-def count_permutations(stream: ShardedStream, monkeypatch) -> list[int]:
-    computed = []
-    original = stream._permutation
-
-    def counting(epoch):
-        computed.append(epoch)
-        return original(epoch)
-
-    monkeypatch.setattr(stream, "_permutation", counting)
-    return computed
-
-
-def test_a_stream_permutes_its_pool_once_per_epoch(monkeypatch):
-    stream = ShardedStream(np.arange(1000, 1103), batch_size=8, seed=3, stream_id=4, rank=1,
-                           world_size=2)  # 51 per rank: batches straddle the epochs' ends
-    computed = count_permutations(stream, monkeypatch)
-    steps = [stream.indices(step) for step in range(3 * 51 // 8)]
-    assert computed == [0, 1, 2]
-    # What every step reads is still the epoch's shard, in order.
-    np.testing.assert_array_equal(np.concatenate(steps)[:51], stream.epoch_shard(0))
-    fresh = ShardedStream(np.arange(1000, 1103), 8, 3, 4, rank=1, world_size=2)
-    np.testing.assert_array_equal(fresh.epoch_shard(2), stream.epoch_shard(2))
-    # A pickled stream (a batch worker's copy) carries no shards and makes the same ones.
-    assert fresh._shards
-    copy = pickle.loads(pickle.dumps(fresh))
-    assert copy._shards == {}
-    for step in (0, 7, 12):
-        np.testing.assert_array_equal(copy.indices(step), steps[step])

@@ -1,4 +1,4 @@
-"""Sweeps: a grid of runs submitted as one SLURM job array, one run directory per run.
+"""A sweep's spec: the YAML file, its grid expanded into cells and the runs that stand for them.
 
 A spec is a YAML file::
 
@@ -24,32 +24,23 @@ classification budget; the encoder-only models have no decoder, so no mask budge
 another cell exactly; such cells share one run, trained at the key's first grid value and named
 after that cell, and the table shows it under every value it stands for.
 
-Each run lives in SWEEP_DIR/<run name> (its own config.yaml, checkpoints, summary.json,
-eval/metrics.json when the spec evaluates, and TensorBoard run with hparams), so
-``tensorboard --logdir SWEEP_DIR`` shows one entry per run. SWEEP_DIR/sweep.json records the
-spec's cells (which run stands for each: what ``--collect`` tabulates) and which job ran which run.
-Submitting the same spec again skips runs that finished (summary.json says 'completed' and, when
-the spec evaluates, eval/metrics.json exists) and runs still queued or running, and resubmits the
-others (failed or never run) with ``trainer.resume=true``, so a run that died after a checkpoint
-continues from it.
+Every cell's config is validated when the spec is loaded, before anything is submitted. Which runs
+finished and which to submit again: mmdist.launch.sweep_state; submitting them:
+mmdist.launch.sweep_submit.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from mmdist.config import (ConfigError, apply_overrides, from_dict, parse_override,
                            read_yaml_mapping, read_yaml_tree)
-from mmdist.launch.pack import PackJob, run_completed
-from mmdist.launch.submit import (EVALUATE_CHOICES, SlurmOptions, TrainJob, build_executor,
-                                  job_in_queue)
 from mmdist.config.variants import VARIANTS
+from mmdist.launch.submit import EVALUATE_CHOICES, SlurmOptions
 
 SPEC_KEYS = ("config", "output_dir", "grid", "overrides", "slurm", "name", "evaluate", "estimate")
 SHORT_NAMES = {"model.variant": "", "data.budget.classification_labeled": "c",
@@ -61,7 +52,6 @@ TASK_KEYS = {"classification": ("data.budget.classification_labeled",),
 task's split, and training and evaluation split only a variant's own tasks (VariantSpec.tasks,
 through build_task_data), so a variant without the task never reads its budget. (A task's data
 source is not listed: it can count for other variants too, e.g. as the epoch length.)"""
-STATE_FILE = "sweep.json"
 
 
 @dataclass
@@ -95,7 +85,7 @@ class Run:
         trainer = self.config_tree["trainer"]
         if trainer.get("max_steps") is not None:
             return int(trainer["max_steps"])
-        from mmdist.data.sources import epoch_pool
+        from mmdist.data.task_data import epoch_pool
         from mmdist.engine.schedule import plan_run
 
         config = from_dict(self.config_tree)
@@ -256,126 +246,3 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None,
         runs[cell.run].cells.append(cell.name)
     return SweepSpec(path, name, sweep_dir, cells, list(runs.values()), slurm, evaluate,
                      estimate.get("seconds_per_step"), estimate.get("seconds_per_step_packed"))
-
-
-# ---- state of the runs ----------------------------------------------------------------------
-
-def run_status(run: Run, state: dict, evaluate: str = "none") -> str:
-    """'completed', 'queued' (its job is pending or running), 'failed' (its job is gone without
-    a completed run, or without the evaluation the spec asks for) or 'missing' (never submitted)."""
-    if run_completed(run.run_dir, evaluate):
-        return "completed"
-    entry = state.get("runs", {}).get(run.name, {})
-    job_id = entry.get("job_id")
-    if job_id is None:
-        return "missing"
-    if entry.get("local"):  # a --local run's job id is its process id
-        return "queued" if _process_alive(int(job_id)) else "failed"
-    return "queued" if job_in_queue(job_id) else "failed"
-
-
-def sweep_statuses(spec: SweepSpec) -> dict[str, str]:
-    """run name -> run_status, from SWEEP_DIR/sweep.json and the run folders."""
-    state = read_state(spec.output_dir)
-    return {run.name: run_status(run, state, spec.evaluate) for run in spec.runs}
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_state(sweep_dir: Path) -> dict:
-    """SWEEP_DIR/sweep.json: {'cells': {cell: {'values', 'run'}}, 'runs': {run: {'job_id',
-    'values', 'local'}}, 'spec', 'name'}; an empty one when the sweep never ran."""
-    path = Path(sweep_dir) / STATE_FILE
-    if not path.is_file():
-        return {"cells": {}, "runs": {}}
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); remove it to start the sweep's "
-                         "bookkeeping afresh") from None
-    if "runs" not in state:
-        # Written before cells could share a run: each cell was its own run, of the same name.
-        state["runs"] = state.get("cells", {})
-        state["cells"] = {name: {"values": entry.get("values", {}), "run": name}
-                          for name, entry in state["runs"].items()}
-    return state
-
-
-def write_state(sweep_dir: Path, state: dict) -> None:
-    path = Path(sweep_dir) / STATE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def packs(spec: SweepSpec, runs: list[Run]) -> list[list[Run]]:
-    """The runs in groups of slurm.runs_per_gpu (in spec order), one array task each."""
-    k = spec.slurm.runs_per_gpu
-    return [runs[i:i + k] for i in range(0, len(runs), k)]
-
-
-def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
-                 poll_s: float = 1.0) -> list[tuple[list[str], Any]]:
-    """Submit every run whose status (``sweep_statuses``) is 'missing' or 'failed'; returns
-    [(run names, job)]. Runs that ran before are resubmitted with resume, so they continue from
-    their latest checkpoint. With slurm.runs_per_gpu = K > 1, each job trains K of them at once
-    (mmdist.launch.pack.PackJob); only runs still to do are packed, so a resubmission never
-    trains a finished run again.
-
-    On SLURM the jobs go out as one job array (at most slurm.array_parallelism at once).
-    local=True runs them on this machine, at most slurm.array_parallelism at once, and returns
-    when the last has ended.
-    """
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
-    state = read_state(spec.output_dir)
-    # The spec's cells, before anything runs: --collect tabulates these, never a folder that an
-    # earlier grid left behind.
-    state.update(spec=str(spec.path.resolve()), name=spec.name, cells=spec.cell_records())
-    write_state(spec.output_dir, state)
-    todo = [run for run in spec.runs if statuses[run.name] in ("missing", "failed")]
-    if not todo:
-        return []
-    executor = build_executor(spec.output_dir / "submitit", spec.slurm, local=local)
-
-    def record(group: list[Run], job) -> None:
-        for run in group:
-            state["runs"][run.name] = {"job_id": job.job_id, "values": run.values, "local": local}
-
-    def job_of(group: list[Run]):
-        if spec.slurm.runs_per_gpu == 1:
-            return executor.submit(TrainJob(group[0].config_tree, resume=True,
-                                            evaluate=spec.evaluate))
-        return executor.submit(PackJob([(r.name, r.config_tree) for r in group],
-                                       spec.slurm.runs_per_gpu, spec.slurm.memory_fraction_per_run,
-                                       spec.output_dir / "submitit" / "packed", spec.evaluate))
-
-    groups = packs(spec, todo)
-    if not local:
-        with executor.batch():
-            jobs = [job_of(group) for group in groups]
-        for group, job in zip(groups, jobs):
-            record(group, job)
-        write_state(spec.output_dir, state)
-        return [([r.name for r in group], job) for group, job in zip(groups, jobs)]
-    # A local executor starts every job it is given at once: start one when a slot frees.
-    submitted, running, queue = [], [], list(groups)
-    while queue or running:
-        running = [job for job in running if not job.done()]
-        while queue and len(running) < spec.slurm.array_parallelism:
-            group = queue.pop(0)
-            job = job_of(group)
-            record(group, job)
-            write_state(spec.output_dir, state)  # a rerun meanwhile sees it as queued
-            submitted.append(([r.name for r in group], job))
-            running.append(job)
-        if running:
-            time.sleep(poll_s)
-    return submitted

@@ -1,7 +1,7 @@
 """Step sources: everything that turns the task data into StepBatches for a trainer.
 
 ``build_step_source`` picks the backend named by ``data.augment.backend``; the trainer only
-calls ``source.batch(step)`` (through mmdist.data.streams.iterate_steps) and never knows which.
+calls ``source.batch(step)`` (through mmdist.data.feeding.iterate_steps) and never knows which.
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """Rank shards of a prepared cache's pool: disjoint across global ranks, covering an epoch,
-reshuffled from (seed, epoch); reading them maps the cache instead of copying it."""
+reshuffled from (seed, epoch), one permutation per stream epoch; reading them maps the cache
+instead of copying it."""
+
+import pickle
 
 import numpy as np
 
 from chest_layouts import gradient, save
 from mmdist.data.cache import load_cache
-from mmdist.data.prepare import prepare_dataset
+from mmdist.data.cache_writer import prepare_dataset
+from mmdist.data.row_reads import gather_rows
+from mmdist.data.sampler import ShardedStream
 from mmdist.data.splits import make_split
-from mmdist.data.streams import ShardedStream, gather_rows
 
 
 def cache_pool(tmp_path, count=41):
@@ -53,3 +57,33 @@ def test_reading_a_shard_maps_the_cache_without_copying_it(tmp_path):
     batch = gather_rows(data.images, stream.indices(0), 16, nearest=False)
     assert batch.shape == (5, 1, 16, 16)
     np.testing.assert_array_equal(batch[:, 0].numpy(), np.asarray(data.images)[stream.indices(0)])
+
+
+def count_permutations(stream: ShardedStream, monkeypatch) -> list[int]:
+    computed = []
+    original = stream._permutation
+
+    def counting(epoch):
+        computed.append(epoch)
+        return original(epoch)
+
+    monkeypatch.setattr(stream, "_permutation", counting)
+    return computed
+
+
+def test_a_stream_permutes_its_pool_once_per_epoch(monkeypatch):
+    stream = ShardedStream(np.arange(1000, 1103), batch_size=8, seed=3, stream_id=4, rank=1,
+                           world_size=2)  # 51 per rank: batches straddle the epochs' ends
+    computed = count_permutations(stream, monkeypatch)
+    steps = [stream.indices(step) for step in range(3 * 51 // 8)]
+    assert computed == [0, 1, 2]
+    # What every step reads is still the epoch's shard, in order.
+    np.testing.assert_array_equal(np.concatenate(steps)[:51], stream.epoch_shard(0))
+    fresh = ShardedStream(np.arange(1000, 1103), 8, 3, 4, rank=1, world_size=2)
+    np.testing.assert_array_equal(fresh.epoch_shard(2), stream.epoch_shard(2))
+    # A pickled stream (a batch worker's copy) carries no shards and makes the same ones.
+    assert fresh._shards
+    copy = pickle.loads(pickle.dumps(fresh))
+    assert copy._shards == {}
+    for step in (0, 7, 12):
+        np.testing.assert_array_equal(copy.indices(step), steps[step])

@@ -1,5 +1,5 @@
 """One SourceConfig to its ImageSet: the built-in generator, a prepared cache, or a raw dataset
-folder prepared on first use (mmdist.data.sources builds the tasks from these)."""
+folder prepared on first use (mmdist.data.task_data builds the tasks from these)."""
 
 from __future__ import annotations
 
@@ -82,15 +82,15 @@ def load_imageset(source_config, image_size: int, task: str) -> ImageSet:
                                   source_config.domain, source=f"synthetic-{task}")
     require_data_root(source_config.path, f"{source_key(source_config, task)}.path",
                       DatasetError)
-    from mmdist.data import cache, prepare  # the real-data layer, imported only when used
+    from mmdist.data import cache, cache_writer  # the real-data layer, imported only when used
 
     if kind == "cache":
         return cache.load_cache(source_config.path)
     out = default_cache_dir(source_config, image_size)
     # The resolved folder, so the records (and the cache's plan) are the same however it is named.
     folder, options = resolved_source(source_config)
-    prepare.prepare_dataset(kind, folder, out, size=image_size,
-                            workers=source_config.prepare_workers, **options)
+    cache_writer.prepare_dataset(kind, folder, out, size=image_size,
+                                 workers=source_config.prepare_workers, **options)
     return cache.load_cache(out)
 
 

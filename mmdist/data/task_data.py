@@ -8,8 +8,8 @@ from typing import Optional
 
 from mmdist.config import require_data_root
 from mmdist.data.imageset import ImageSet
-from mmdist.data.loading import load_catalog, load_imageset
 from mmdist.data.records import DatasetError
+from mmdist.data.source_imageset import load_catalog, load_imageset
 from mmdist.data.splits import Split, make_split, split_by_patient
 from mmdist.data.unlabeled import UnlabeledPool, join_pool, load_pool, reads_pool
 

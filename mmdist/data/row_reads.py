@@ -1,0 +1,21 @@
+"""Reading a step's rows out of an ImageSet's uint8 arrays (memory-mapped or in memory)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def gather_rows(array: np.ndarray, indices: np.ndarray, size: int, nearest: bool) -> torch.Tensor:
+    """Read rows of an (N, H, W) uint8 array (memmap-friendly: sorted reads) as (B, 1, S, S)."""
+    order = np.argsort(indices, kind="stable")
+    rows = np.empty((len(indices),) + array.shape[1:], dtype=np.uint8)
+    rows[order] = array[indices[order]]
+    tensor = torch.from_numpy(rows).unsqueeze(1)
+    if tensor.shape[-1] != size:
+        mode = "nearest" if nearest else "bilinear"
+        kwargs = {} if nearest else {"antialias": True, "align_corners": False}
+        tensor = F.interpolate(tensor.float(), size=(size, size), mode=mode, **kwargs)
+        tensor = tensor.round_().clamp_(0, 255).to(torch.uint8)
+    return tensor
