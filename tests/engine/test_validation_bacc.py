@@ -10,7 +10,7 @@ from sklearn.metrics import balanced_accuracy_score
 from mmdist.config import ConfigError, load_config
 from mmdist.data.streams import gather_rows, to_model_input
 from mmdist.engine.selection import build_selection, score
-from mmdist.engine.single import Strategy
+from mmdist.engine.single import SingleProcessStrategy
 from mmdist.engine.trainer import Trainer
 from mmdist.engine.validation import validate
 
@@ -28,7 +28,8 @@ def built(tmp_path_factory):
 
 
 def _validate(trainer, model):
-    return validate(model, trainer.task_data, trainer.spec, Strategy(trainer.config.engine),
+    return validate(model, trainer.task_data, trainer.spec,
+                    SingleProcessStrategy(trainer.config.engine),
                     trainer.config.data.eval_batch_size, trainer.config.data.image_size)
 
 
