@@ -187,6 +187,6 @@ class Strategy:
         return found[0] if found else None
 
     def close(self) -> None:
-        """Release the model, then the collectives (a process group goes last)."""
-        self.model = self.optimizer = None
+        """End the collectives. A strategy whose wrapper holds the process group releases it
+        first (DDP, DeepSpeed); the bare model stays readable here."""
         self.collectives.close()

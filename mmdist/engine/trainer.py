@@ -4,7 +4,8 @@ RUN_DIR (config.output_dir) receives config.yaml (the resolved config), tb/ (Ten
 checkpoints/ (atomic, rotated; best.pt by trainer.select_by, mmdist.engine.selection) and
 summary.json. Which engine runs the backward (single process, DDP, DeepSpeed), which backend
 makes the views (torch, DALI) and which launcher started the process are all decided elsewhere;
-the loop below is the same for each. What a run means at any rank count (batch, epochs, learning
+the loop below is the same for each, and tells the strategy what it needs to know of the model
+(``find_unused_parameters``). What a run means at any rank count (batch, epochs, learning
 rate) is mmdist.engine.schedule; its seeds mmdist.engine.rng; its weight average
 mmdist.engine.ema.
 """
