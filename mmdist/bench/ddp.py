@@ -178,11 +178,11 @@ def _worker(rank: int, world: int, port: int, args, out_dir: str) -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if args.device == "cpu" else "cuda")
     from mmdist.config import EngineConfig
     from mmdist.engine.distributed import RankInfo
-    from mmdist.engine.single import Strategy
+    from mmdist.engine.single import SingleProcessStrategy
 
     configs: dict = {}
     for mode in MODES:  # one process: rank 0 steps, the others hold a place (None) and wait
-        strategy = Strategy(EngineConfig(device=args.device, precision=args.precision))
+        strategy = SingleProcessStrategy(EngineConfig(device=args.device, precision=args.precision))
         configs[f"single_{mode}"] = _Timed(args, strategy, mode) if rank == 0 else None
     if world > 1:
         from mmdist.engine.ddp import DDPStrategy

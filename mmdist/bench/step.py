@@ -22,7 +22,7 @@ from mmdist.config import EngineConfig, LossConfig, ModelConfig
 from mmdist.data.step_batch import StepBatch
 from mmdist.engine.devices import configure_numerics
 from mmdist.engine.precision import autocast
-from mmdist.engine.single import Strategy
+from mmdist.engine.single import SingleProcessStrategy
 from mmdist.engine.step import training_losses
 from mmdist.model import VARIANTS, build_model
 from mmdist.model.blocks import PointwiseConv, WordDropout
@@ -146,7 +146,7 @@ def _arm(args, saliency: str, reference: bool, channels_last: bool):
     data = random_batch(spec.streams, args.batch, args.size, torch.Generator().manual_seed(0))
     engine = EngineConfig(strategy="single", device=args.device, precision=args.precision)
     configure_numerics(engine, deterministic=False)  # the training step's GPU settings
-    strategy = Strategy(engine)
+    strategy = SingleProcessStrategy(engine)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     data = data.to(strategy.device, channels_last=channels_last)

@@ -37,7 +37,8 @@ class EngineConfig:
     128 px MultiMix step slower (1.37x with InstanceNorm; the one-group-per-channel GroupNorm
     that replaced it is also slower in NHWC there); worth trying on GPUs."""
     find_unused_parameters: Literal["auto", "true", "false"] = "auto"
-    """DDP: 'auto' turns it on only for variants/losses that leave parameters without gradients."""
+    """DDP: 'auto' turns it on only for variants declared to leave parameters without gradients
+    (mmdist.config.variants)."""
 
     max_skipped_in_a_row: int = 25
     """A step with a non-finite loss, saliency or gradient on any rank (or fp16 overflow) is

@@ -48,6 +48,10 @@ class VariantSpec:
     seg_unlabeled: Optional[str] = None
     """The variant's own unlabeled segmentation loss ('w2s'), overriding losses.seg_unlabeled;
     None follows the config."""
+    unused_parameters: bool = False
+    """Some parameter of its model may get no gradient in a training step, so DDP must look for
+    them after every backward (engine.find_unused_parameters=auto). None does: the model builds
+    only the heads the variant trains (tests/engine/test_unused_parameters.py probes each)."""
 
     def unlabeled_seg_loss(self, loss_config) -> Optional[str]:
         """'kl' or 'w2s' for a variant that trains on unlabeled segmentation images, else None."""

@@ -26,10 +26,14 @@ full weights (ZeRO <= 2 keeps them whole on every rank), the scheduler, RNG, con
 GradScaler (which DeepSpeed's own checkpoint lacks) from the run's checkpointer
 (mmdist.engine.checkpointer), so evaluation and the rest of the toolkit read a DeepSpeed run like
 any other. A .pt without its shards is a CheckpointError.
+
+The collectives, their failure reports and the progress watchdog are the ones DDP uses
+(mmdist.engine.collectives); the rest of the Strategy interface is DeepSpeed's engine.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from datetime import timedelta
@@ -41,9 +45,10 @@ from torch import nn
 from mmdist.config import read_deepspeed_json
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine.checkpointer import StateFns
-from mmdist.engine.ddp import DDPStrategy
-from mmdist.engine.distributed import backend_for
+from mmdist.engine.collectives import ProcessGroupCollectives
+from mmdist.engine.distributed import RankInfo, backend_for, init_distributed
 from mmdist.engine.precision import grad_scaler
+from mmdist.engine.strategy import Strategy
 
 AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
@@ -63,15 +68,19 @@ def deepspeed_settings(path: str, precision: str, low_precision_reduce: bool = F
     return settings
 
 
-class DeepSpeedStrategy(DDPStrategy):
-    """One rank of a DeepSpeed job; collectives and failure reports are DDPStrategy's."""
+class DeepSpeedStrategy(Strategy):
+    """One rank of a DeepSpeed job. The launcher's variables say which
+    (mmdist.engine.distributed)."""
 
-    def __init__(self, engine_config, info=None):
+    def __init__(self, engine_config, info: RankInfo | None = None):
         if engine_config.device == "cpu" or (engine_config.device == "auto"
                                              and not torch.cuda.is_available()):
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        super().__init__(engine_config, info)
-        # DeepSpeed's torch_autocast brings its own GradScaler; the base one must stay off.
+        super().__init__(engine_config, init_distributed(engine_config, info))
+        self.collectives = ProcessGroupCollectives(self.info, self.device,
+                                                   engine_config.collective_timeout_s)
+        # DeepSpeed's torch_autocast brings its own GradScaler (_autocast_scaler): torch's,
+        # which the base step would use, stays off.
         self.scaler = grad_scaler(self.device, "fp32")
         import deepspeed
 
@@ -90,10 +99,15 @@ class DeepSpeedStrategy(DDPStrategy):
         return "deepspeed"
 
     def close(self) -> None:
-        self.engine = None  # the engine holds the process group too: it goes first
-        super().close()
+        """Release the engine (it holds the process group), then the group."""
+        self.engine = self.model = self.optimizer = None
+        gc.collect()
+        self.collectives.close()
 
-    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              find_unused_parameters: bool = False) -> nn.Module:
+        """Hand model and optimizer to deepspeed.initialize; ``find_unused_parameters`` is
+        DDP's option and unused here."""
         import deepspeed
 
         # DeepSpeed broadcasts and flattens parameters through byte views, which need a
@@ -112,11 +126,8 @@ class DeepSpeedStrategy(DDPStrategy):
                 or getattr(self.engine.optimizer, "torch_autocast_gradscaler", None))
 
     def backward(self, loss: torch.Tensor) -> None:
-        self._entering("the gradient reduction")
-        try:
+        with self.collectives.guarded("the gradient reduction"):
             self.engine.backward(loss)
-        except RuntimeError as exc:
-            raise self.guard.fail("the gradient reduction", exc) from exc
 
     def optimizer_step(self) -> bool:
         """DeepSpeed's step. Under fp16 (ZeRO-0 only: mmdist.config refuses ZeRO-1/2) its

@@ -10,7 +10,7 @@ directory.
 from __future__ import annotations
 
 from mmdist.engine.distributed import discover_ranks
-from mmdist.engine.single import Strategy
+from mmdist.engine.strategy import Strategy
 
 
 class LaunchError(RuntimeError):
@@ -35,7 +35,9 @@ def build_strategy(engine_config) -> Strategy:
     info = discover_ranks()
     name = resolved_strategy_name(engine_config, info.world_size)
     if name == "single":
-        return Strategy(engine_config)
+        from mmdist.engine.single import SingleProcessStrategy
+
+        return SingleProcessStrategy(engine_config)
     if name == "ddp":
         from mmdist.engine.ddp import DDPStrategy
 

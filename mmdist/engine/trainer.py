@@ -4,7 +4,8 @@ RUN_DIR (config.output_dir) receives config.yaml (the resolved config), tb/ (Ten
 checkpoints/ (atomic, rotated; best.pt by trainer.select_by, mmdist.engine.selection) and
 summary.json. Which engine runs the backward (single process, DDP, DeepSpeed), which backend
 makes the views (torch, DALI) and which launcher started the process are all decided elsewhere;
-the loop below is the same for each. What a run means at any rank count (batch, epochs, learning
+the loop below is the same for each, and tells the strategy what it needs to know of the model
+(``find_unused_parameters``). What a run means at any rank count (batch, epochs, learning
 rate) is mmdist.engine.schedule; its seeds mmdist.engine.rng; its weight average
 mmdist.engine.ema.
 """
@@ -38,9 +39,9 @@ from mmdist.engine.resume import resume
 from mmdist.engine.run_folder import check_config_matches, claim
 from mmdist.engine.schedule import batch_per_rank, plan_run
 from mmdist.engine.selection import build_selection
-from mmdist.engine.single import Strategy
 from mmdist.engine.step import training_losses
 from mmdist.engine.strategies import build_strategy
+from mmdist.engine.strategy import Strategy
 from mmdist.engine.sync_points import FiniteLossWatch, SkippedSteps, StopAgreement
 from mmdist.engine.tb_logger import TensorBoardLogger
 from mmdist.engine.validation import validate
@@ -60,6 +61,14 @@ def flat_hparams(config: Config, plan) -> dict:
             "global_batch_size": plan.global_batch, "image_size": config.data.image_size,
             "precision": config.engine.precision, "strategy": config.engine.strategy,
             "ranks": plan.world_size, "max_steps": plan.max_steps}
+
+
+def find_unused_parameters(engine_config, spec) -> bool:
+    """Whether DDP must look for parameters without a gradient after every backward:
+    engine.find_unused_parameters, where 'auto' takes the variant's declaration
+    (VariantSpec.unused_parameters)."""
+    choice = engine_config.find_unused_parameters
+    return spec.unused_parameters if choice == "auto" else choice == "true"
 
 
 class Trainer:
@@ -112,7 +121,8 @@ class Trainer:
         self.best = build_selection(config, self.spec, self.task_data, bool(self.ema))
         optimizer = torch.optim.Adam(model.parameters(), lr=self.plan.lr,
                                      weight_decay=config.optim.weight_decay)
-        self.model = strategy.setup(model, optimizer)
+        self.model = strategy.setup(model, optimizer,
+                                    find_unused_parameters(config.engine, self.spec))
         self.optimizer = strategy.optimizer
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.plan.lr_step_size, gamma=config.optim.lr_gamma)

@@ -59,7 +59,7 @@ def training_steps(ctx, emit) -> None:
     from mmdist.config import EngineConfig, LossConfig
     from mmdist.engine.devices import configure_numerics
     from mmdist.engine.precision import autocast
-    from mmdist.engine.single import Strategy
+    from mmdist.engine.single import SingleProcessStrategy
     from mmdist.engine.step import training_losses
     from mmdist.model import VARIANTS
 
@@ -74,7 +74,7 @@ def training_steps(ctx, emit) -> None:
             tick = time.perf_counter()
             engine = EngineConfig(strategy="single", device=ctx.device, precision=precision)
             configure_numerics(engine, False)  # the TF32 setting training uses
-            strategy = Strategy(engine)
+            strategy = SingleProcessStrategy(engine)
             model = _model(s["width"], mode)
             wrapped = strategy.setup(model, torch.optim.Adam(model.parameters(), lr=1e-4))
             before = weights(model)

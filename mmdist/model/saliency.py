@@ -6,7 +6,7 @@ DDP-wrapped model breaks DDP's reduction bookkeeping. So the saliency comes from
 encoder forward that feeds the decoder, through ``torch.autograd.grad`` on the input alone.
 
 An inner gradient that overflows (fp16) gives an inf/NaN saliency, hence a non-finite loss: the
-strategy then skips that step on every rank (mmdist.engine.single.Strategy.backward_step), so
+strategy then skips that step on every rank (mmdist.engine.strategy.Strategy.backward_step), so
 nothing here checks it (a check would cost a host sync inside the forward).
 """
 

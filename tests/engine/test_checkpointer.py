@@ -9,7 +9,7 @@ from mmdist.config import EngineConfig, load_config
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine.checkpointer import Checkpointer, StateFns
 from mmdist.engine.run_folder import RunFolderError
-from mmdist.engine.single import Strategy
+from mmdist.engine.single import SingleProcessStrategy
 from mmdist.engine.trainer import Trainer
 from mmdist.evaluation.trained_model import load_model
 
@@ -23,7 +23,7 @@ def tiny(run, *overrides):
 
 
 def test_a_registered_part_is_saved_and_restored_and_a_missing_one_is_named(tmp_path):
-    strategy = Strategy(EngineConfig(device="cpu"))
+    strategy = SingleProcessStrategy(EngineConfig(device="cpu"))
     model = torch.nn.Linear(3, 2)
     strategy.setup(model, torch.optim.Adam(model.parameters()))
     counter = {"n": 7}

@@ -15,6 +15,7 @@ from mmdist.config import EngineConfig, LossConfig, ModelConfig
 from mmdist.data.step_batch import StepBatch
 from mmdist.engine.distributed import RankInfo
 from mmdist.engine.step import training_losses
+from mmdist.engine.trainer import find_unused_parameters
 from mmdist.model import VARIANTS, build_model
 
 MODES = ("none", "detached", "differentiable")
@@ -80,8 +81,9 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, cases: list) -> 
     from mmdist.engine.ddp import DDPStrategy
 
     info = RankInfo(rank, world, rank, "127.0.0.1", port, "test")
-    strategy = DDPStrategy(EngineConfig(strategy="ddp", device="cpu", collective_timeout_s=120),
-                           info=info)
+    engine = EngineConfig(strategy="ddp", device="cpu", collective_timeout_s=120)
+    strategy = DDPStrategy(engine, info=info)
+    find_unused = find_unused_parameters(engine, VARIANTS["multimix"])  # as the trainer decides
     try:
         for mode, dtype_name in cases:
             dtype = getattr(torch, dtype_name)
@@ -91,12 +93,16 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, cases: list) -> 
                 model = model.to(memory_format=torch.channels_last)
                 batch = batch.to("cpu", channels_last=True)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-            wrapped = strategy.setup(model, optimizer)
+            wrapped = strategy.setup(model, optimizer, find_unused)
             loss, _ = training_losses(wrapped, batch, VARIANTS["multimix"], LOSSES, 1)
             strategy.backward(loss)
             torch.save({"grads": strategy.gradients(), "find_unused": strategy.find_unused},
                        f"{out_dir}/{mode}_{dtype_name}_rank{rank}.pt")
             strategy.optimizer_step()
+        # What setup is told reaches DDP (the trainer's 'true', or a variant declaring it).
+        model = fresh_model("none", torch.float32)
+        strategy.setup(model, torch.optim.SGD(model.parameters(), lr=0.1), True)
+        torch.save(strategy.wrapped.find_unused_parameters, f"{out_dir}/told_rank{rank}.pt")
     finally:
         strategy.close()
 
@@ -114,11 +120,14 @@ def test_ddp_gradients_equal_one_process_on_the_global_batch(tmp_path: Path):
         want = references[mode, dtype_name] = reference_gradients(mode, getattr(torch, dtype_name))
         ranks = [torch.load(tmp_path / f"{mode}_{dtype_name}_rank{r}.pt") for r in range(2)]
         assert not ranks[0]["find_unused"], "every multimix parameter gets a gradient"
+        every = {name for name, _ in fresh_model(mode, torch.float32).named_parameters()}
+        assert ranks[0]["grads"].keys() == every  # ... and so every one got its gradient
         # Both ranks hold the same averaged gradient...
         assert relative_error(ranks[1]["grads"], ranks[0]["grads"]) == 0.0
         # ... and it is the one-process gradient of the concatenated batch.
         errors[(mode, dtype_name)] = relative_error(ranks[0]["grads"], want)
     print("relative errors:", errors)
+    assert torch.load(tmp_path / "told_rank0.pt") is True
     # The three modes train differently (the bridge adds decoder inputs, the differentiable one
     # a second-order path into the encoder), so agreeing in each is not agreeing once.
     encoder = {mode: {k: v for k, v in references[mode, "float64"].items()

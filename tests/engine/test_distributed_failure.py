@@ -94,7 +94,8 @@ def _hang_worker(rank: int, port: int, out_dir: str) -> None:
     import torch
 
     from mmdist.config import EngineConfig
-    from mmdist.engine.ddp import CollectiveError, DDPStrategy
+    from mmdist.engine.collectives import CollectiveError
+    from mmdist.engine.ddp import DDPStrategy
     from mmdist.engine.distributed import RankInfo
 
     torch.set_num_threads(1)

@@ -37,9 +37,9 @@ def _parts(strategy, run_dir) -> Checkpointer:
 
 
 def test_single_gpu_fp16_skips_backs_off_and_counts(tmp_path):
-    from mmdist.engine.single import Strategy
+    from mmdist.engine.single import SingleProcessStrategy
 
-    strategy = Strategy(EngineConfig(device="cuda", precision="fp16"))
+    strategy = SingleProcessStrategy(EngineConfig(device="cuda", precision="fp16"))
     model = torch.nn.Linear(8, 8)
     wrapped = strategy.setup(model, torch.optim.Adam(model.parameters(), lr=1e-3))
     assert _step(strategy, wrapped, poison=False)

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mmdist.config import ConfigError, load_config
 from mmdist.engine import checkpoint as ckpt
 from mmdist.engine.selection import BestCheckpoint, score, warn_if_too_small
-from mmdist.engine.single import Strategy
+from mmdist.engine.single import SingleProcessStrategy
 from mmdist.engine.trainer import Trainer
 from mmdist.engine.validation import validate
 from mmdist.evaluation.trained_model import load_model
@@ -104,7 +104,7 @@ def test_best_pt_is_the_best_validation_of_the_run(straight):
     model, config, _ = load_model(ckpt.best_checkpoint_path(run_dir))
     trainer = Trainer(config)
     trainer._build()
-    again = validate(model, trainer.task_data, trainer.spec, Strategy(config.engine),
+    again = validate(model, trainer.task_data, trainer.spec, SingleProcessStrategy(config.engine),
                      config.data.eval_batch_size, config.data.image_size)
     assert again["val_dice"] == best["selection"]["value"]
     assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [6, 8]  # rotated; best.pt kept

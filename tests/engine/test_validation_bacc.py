@@ -11,7 +11,7 @@ from mmdist.config import ConfigError, load_config
 from mmdist.data.row_reads import gather_rows
 from mmdist.data.step_batch import to_model_input
 from mmdist.engine.selection import build_selection, score
-from mmdist.engine.single import Strategy
+from mmdist.engine.single import SingleProcessStrategy
 from mmdist.engine.trainer import Trainer
 from mmdist.engine.validation import validate
 
@@ -29,7 +29,8 @@ def built(tmp_path_factory):
 
 
 def _validate(trainer, model):
-    return validate(model, trainer.task_data, trainer.spec, Strategy(trainer.config.engine),
+    return validate(model, trainer.task_data, trainer.spec,
+                    SingleProcessStrategy(trainer.config.engine),
                     trainer.config.data.eval_batch_size, trainer.config.data.image_size)
 
 

@@ -18,6 +18,7 @@ from test_ddp_gradients import fresh_model, free_port, global_batch, relative_er
 from mmdist.config import EngineConfig, LossConfig
 from mmdist.engine.distributed import RankInfo
 from mmdist.engine.step import training_losses
+from mmdist.engine.trainer import find_unused_parameters
 from mmdist.losses import PseudoLabeler
 from mmdist.model import VARIANTS
 
@@ -43,7 +44,8 @@ def _labeler_steps(labeler: PseudoLabeler, logits, targets) -> list[torch.Tensor
 
 def _w2s_step(strategy, rank: int, world: int) -> dict:
     model = fresh_model("detached", torch.float32)
-    wrapped = strategy.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    wrapped = strategy.setup(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                             find_unused_parameters(strategy.config, VARIANTS["multimix"]))
     batch = shard(global_batch(world, torch.float32), rank)
     torch.manual_seed(100 + rank)  # the same w2s draws for every strategy on this rank
     labeler = PseudoLabeler("freematch", momentum=0.5, dist_align=True,
@@ -103,6 +105,8 @@ def test_threshold_state_is_global_and_w2s_steps_agree_across_strategies(tmp_pat
             assert [w.tolist() for w in result[schedule]["weights"]] == \
                 [w[rows].tolist() for w in weights], schedule
     assert not ranks[0]["find_unused"]
+    every = {name for name, _ in fresh_model("detached", torch.float32).named_parameters()}
+    assert ranks[0]["ddp"]["grads"].keys() == every  # every parameter reached under DDP
     for rank in range(2):
         assert ranks[rank]["ddp"]["terms"]["w2s"] > 0 and ranks[rank]["ddp"]["terms"]["w2s_fp"] > 0
         assert relative_error(ranks[rank]["zero1"]["grads"], ranks[rank]["ddp"]["grads"]) < 1e-5
