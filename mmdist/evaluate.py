@@ -21,7 +21,7 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from mmdist.config import ConfigError
+from mmdist.engine.user_errors import report, user_errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = discover_ranks()  # torchrun, mpirun or srun, as for training
     except RankDiscoveryError as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        return 2
+        return report("evaluate", exc)
     distributed, rank = info.is_distributed, info.rank
     if distributed:
         export_rank_env(info)
@@ -56,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate_run(args.run_dir, args.checkpoint, args.overrides,
                                plots_on=not args.no_plots, weights=args.weights,
                                out_dir=args.out)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        return 2
+    except user_errors() as exc:  # a bug of mmdist keeps its traceback
+        return report("evaluate", exc)
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -30,6 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 from mmdist.config import ConfigError
+from mmdist.config.errors import InputError, InputNotFoundError
+from mmdist.engine.user_errors import report as report_error, user_errors
 
 TABLE_KEYS = ("model.variant", "data.budget.classification_labeled",
               "data.budget.segmentation_labeled", "seed")
@@ -57,7 +59,10 @@ def _run_result(run_dir: Path):
     from mmdist.evaluation.tables import RunResult, load_run
 
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except json.JSONDecodeError as exc:  # a run killed while writing it: its cell is left out
+        return f"unreadable summary.json ({exc.msg})"
     if summary.get("status") != "completed":
         return f"not completed ({summary.get('status', 'no summary.json')})"
     if (run_dir / "eval" / "metrics.json").is_file():
@@ -82,10 +87,13 @@ def sweep_cells(target: str | Path, output_dir=None, overrides=()) -> tuple[Path
         spec = load_spec(target, output_dir, overrides)
         return spec.output_dir, spec.cell_records()
     if not target.is_dir():
-        raise FileNotFoundError(f"sweep directory not found: {target}")
-    cells = read_state(target).get("cells") or {}
+        raise InputNotFoundError(f"sweep directory not found: {target}")
+    try:
+        cells = read_state(target).get("cells") or {}
+    except ValueError as exc:  # sweep.json is not valid JSON: the message names it
+        raise InputError(str(exc)) from None
     if not cells:
-        raise ValueError(f"{target}: sweep.json lists no cells; submit the sweep first, or pass "
+        raise InputError(f"{target}: sweep.json lists no cells; submit the sweep first, or pass "
                          "its spec: --collect SPEC [--output-dir SWEEP_DIR]")
     return target, cells
 
@@ -114,7 +122,7 @@ def collect(target: str | Path, reference: str = "multimix", output_dir=None,
         runs.append(dataclasses.replace(result, variant=variant, **shown))
         report[name] = "used"
     if not runs:
-        raise ValueError(f"{sweep_dir}: no completed runs to tabulate ({len(cells)} cells: "
+        raise InputError(f"{sweep_dir}: no completed runs to tabulate ({len(cells)} cells: "
                          + "; ".join(f"{k}: {v}" for k, v in report.items()) + ")")
     rows = sweep_rows(runs, reference)
     md, csv_path = sweep_dir / "table.md", sweep_dir / "table.csv"
@@ -167,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.collect:
         try:
             md, csv_path, _ = collect(args.collect, args.reference, args.output_dir, args.overrides)
-        except (FileNotFoundError, ValueError, ConfigError) as exc:
-            print(f"collect error: {exc}", file=sys.stderr)
-            return 2
+        except user_errors() as exc:  # a bug of mmdist keeps its traceback
+            return report_error("collect error", exc)
         print(md.read_text(), end="")
         print(f"written: {md} {csv_path}")
         return 0

@@ -2,7 +2,7 @@
 
 Exit status: 0 completed, 3 stopped by a signal after a checkpoint (resume with
 trainer.resume=true), 2 a config, data or launch error (one line on stderr naming the key, file or
-variable), 1 anything else (with its traceback).
+variable: mmdist.engine.user_errors), 1 anything else (with its traceback).
 """
 
 from __future__ import annotations
@@ -12,22 +12,7 @@ import json
 import sys
 
 from mmdist.config import ConfigError, load_config
-
-USAGE_ERROR = 2
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the input's fault and say so in one line: bad config, missing or broken
-    dataset, a launch that does not fit the engine settings, rank variables, a device that is not
-    there, a missing, unreadable or foreign checkpoint, a used output_dir."""
-    from mmdist.data.records import DatasetError
-    from mmdist.engine.checkpoint import CheckpointError
-    from mmdist.engine.devices import DeviceError
-    from mmdist.engine.distributed import RankDiscoveryError
-    from mmdist.engine.strategies import LaunchError
-
-    return (ConfigError, DatasetError, LaunchError, RankDiscoveryError, CheckpointError,
-            DeviceError, FileNotFoundError)
+from mmdist.engine.user_errors import USAGE_ERROR, report, user_errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             if summary["status"] != "completed":
                 print(resume_hint(config.output_dir, summary["steps"]), file=sys.stderr)
     except (*user_errors(), TooManySkippedSteps) as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return report("train", exc)
     finally:
         if trainer is not None:  # on every path, exceptions included: wrapper, then group
             trainer.close()

@@ -125,6 +125,10 @@ def test_sources_name_the_full_key_of_where_they_sit():
         ("evaluation.cross_domain=[{name: a, kind: shenzhen}]", r"evaluation.cross_domain\[0\].path"),
         ("evaluation.cross_domain=[{name: a, domain: {gamma: 0}}]",
          r"evaluation.cross_domain\[0\].domain.gamma"),
+        # names clash across the list: the first entry whose name is taken
+        ("evaluation.cross_domain=[{name: b}, {name: a}, {name: a}]",
+         r"evaluation.cross_domain\[1\].name"),
+        ("evaluation.cross_domain=[{name: classification}]", r"evaluation.cross_domain\[0\].name"),
     ]
     for override, key in cases:
         with pytest.raises(ConfigError, match=f"^{key}: "):

@@ -29,10 +29,10 @@ def clean_env(tmp_path: Path) -> dict:
     return {**env, "HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
 
 
-def train(tmp_path: Path, *overrides: str, **kwargs):
+def train(tmp_path: Path, *overrides: str, extra_env: dict | None = None, **kwargs):
     command = [sys.executable, "-m", "mmdist.train", "--config", str(TINY), *overrides]
-    return subprocess.run(command, cwd=REPO, env=clean_env(tmp_path), capture_output=True,
-                          text=True, timeout=600, **kwargs)
+    return subprocess.run(command, cwd=REPO, env={**clean_env(tmp_path), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def logged_steps(run_dir: Path) -> list[int]:
@@ -187,3 +187,30 @@ def test_datasets_are_read_before_the_process_group_waits_for_other_ranks(tmp_pa
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=250)
     assert done.returncode == 2 and "no-such-folder does not exist" in done.stderr, done.stderr
     assert time.monotonic() - started < 200  # not the rendezvous timeout (300 s)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_damaged_deepspeed_shard_is_a_one_line_checkpoint_error(tmp_path):
+    """Resuming from a step whose ZeRO shard file was cut short (a full disk, a copy that
+    stopped): DeepSpeed's own error (torch.load's EOFError) becomes one line naming the shards
+    folder, exit 2, instead of a traceback."""
+    run = tmp_path / "run"
+    ds = ["engine.strategy=deepspeed", "engine.deepspeed_config=configs/deepspeed/zero1.json",
+          "engine.device=cpu", "trainer.checkpoint_every=2", *QUIET]
+    # DeepSpeed's CPU collectives are a C++ extension built on first use under ~/.cache: the
+    # user's build, not one in the test's fresh HOME (minutes of compiling).
+    built = os.environ.get("TORCH_EXTENSIONS_DIR",
+                           str(Path.home() / ".cache" / "torch_extensions"))
+    extra = {"TORCH_EXTENSIONS_DIR": built}
+    first = train(tmp_path, f"output_dir={run}", "trainer.max_steps=2", *ds, extra_env=extra)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shards = ckpt.checkpoint_dir(run) / "step_00000002"
+    for shard in shards.glob("*optim_states.pt"):
+        shard.write_bytes(b"")
+    resumed = train(tmp_path, f"output_dir={run}", "trainer.max_steps=4", "trainer.resume=true",
+                    *ds, extra_env=extra)
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    lines = [line for line in resumed.stderr.splitlines() if line.startswith("train: ")]
+    assert len(lines) == 1 and f"{shards}: DeepSpeed could not load" in lines[0], resumed.stderr

@@ -26,6 +26,7 @@ from mmdist.augment.draws import draw_appearance, draw_strong, draw_weak
 from mmdist.augment.dali_ops import appearance_arguments, strong_arguments, weak_arguments
 from mmdist.augment.dali_pipeline import Read, step_pipeline
 from mmdist.augment.torch_source import TorchStepSource
+from mmdist.config.errors import ConfigError
 from mmdist.config.variants import (CLS_LABELED, CLS_STRONG, CLS_WEAK, CLS_WEAK2, SEG_LABELED,
                                     SEG_UNLABELED)
 from mmdist.data.row_reads import gather_rows
@@ -64,7 +65,7 @@ class DaliStepSource(TorchStepSource):
         self.augment = data_config.augment
         self.device = self.augment.device
         if self.device == "gpu" and not torch.cuda.is_available():
-            raise ValueError("data.augment.device: 'gpu' needs a CUDA device; use 'cpu' here")
+            raise ConfigError("data.augment.device: 'gpu' needs a CUDA device; use 'cpu' here")
         self.reads = plan_reads(streams, self.augment.seg_appearance)
         self.batch_size = data_config.batch_size
 

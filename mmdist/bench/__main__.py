@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         module.add_arguments(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
-    result = importlib.import_module(f"mmdist.bench.{args.name}").run(args)
+    from mmdist.engine.user_errors import report, user_errors
+
+    try:
+        result = importlib.import_module(f"mmdist.bench.{args.name}").run(args)
+    except user_errors() as exc:  # e.g. --device cuda without a GPU; a bug keeps its traceback
+        return report(f"bench {args.name}", exc)
     print(json.dumps({"benchmark": args.name, **result}, sort_keys=True))
     return 0
 

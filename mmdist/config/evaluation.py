@@ -48,9 +48,9 @@ class EvaluationConfig:
         for i, entry in enumerate(self.cross_domain):
             entry.check_at(f"evaluation.cross_domain[{i}]")
         names = [t.name for t in self.cross_domain]
-        for name in names:
+        for i, name in enumerate(names):
             check(names.count(name) == 1 and name not in IN_DOMAIN_TEST_SETS,
-                   "evaluation.cross_domain",
-                   f"test set name {name!r} is used twice or is an in-domain set's name "
-                   f"{IN_DOMAIN_TEST_SETS}")
+                  f"evaluation.cross_domain[{i}].name",
+                  f"test set name {name!r} is used twice or is an in-domain set's name "
+                  f"{IN_DOMAIN_TEST_SETS}")
         check(1 <= self.examples <= 64, "evaluation.examples", "must be in [1, 64]")

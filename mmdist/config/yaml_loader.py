@@ -100,10 +100,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
             raise _unknown_key(cls, str(key), prefix)
         path = f"{prefix}.{key}" if prefix else key
         kwargs[key] = _coerce(value, hints[key], path)
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:  # every section names its full dotted key itself
-        raise ConfigError(str(exc)) from None
+    return cls(**kwargs)  # each section's own checks name their full dotted keys
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from mmdist.config.errors import InputNotFoundError
+
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -94,9 +96,11 @@ def set_aside(path: str | Path, suffix: str = ".corrupt") -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The checkpoint dict at ``path``: InputNotFoundError when there is no such file,
+    CheckpointError when it is not a readable mmdist checkpoint; both name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise InputNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which

@@ -217,7 +217,7 @@ class DeepSpeedStrategy(Strategy):
             loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=tag,
                                                     load_optimizer_states=True,
                                                     load_lr_scheduler_states=False)
-        except (RuntimeError, KeyError, ValueError, AssertionError, OSError) as exc:
+        except Exception as exc:  # a damaged shard (EOFError, UnpicklingError, ...): name it
             raise ckpt.CheckpointError(f"{path.parent / tag}: DeepSpeed could not load this "
                                        f"checkpoint ({type(exc).__name__}: {exc})") from exc
         if loaded is None:

@@ -49,19 +49,20 @@ def gpus_given(environ: Optional[Mapping[str, str]] = None,
     return signs + devices
 
 
-def _no_gpu_seen(name: str, signs: list[str]) -> DeviceError:
+def _no_gpu_seen(name: str, signs: list[str], key: str) -> DeviceError:
     wheel = torch.version.cuda or "none (a CPU build)"
     given = f"this job was given GPUs ({', '.join(signs)}) but " if signs else ""
-    return DeviceError(f"engine.device={name}: {given}torch sees no CUDA device (torch "
+    return DeviceError(f"{key}={name}: {given}torch sees no CUDA device (torch "
                        f"{torch.__version__}, built for CUDA {wheel}, as the DALI wheel is); check "
                        "the driver with nvidia-smi (it must support that CUDA version) and the "
-                       "job's GPU request, or set engine.device=cpu to train on the CPU")
+                       f"job's GPU request, or set {key}=cpu to run on the CPU")
 
 
 def resolve_device(name: str, local_rank: int = 0, local_world_size: int = 1,
                    environ: Optional[Mapping[str, str]] = None,
-                   devices: Optional[list[str]] = None) -> torch.device:
-    """'auto' | 'cpu' | 'cuda' -> a torch.device (CUDA: the local rank's own GPU).
+                   devices: Optional[list[str]] = None, key: str = "engine.device") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' -> a torch.device (CUDA: the local rank's own GPU). ``key``: the
+    config key or command-line option that chose ``name``, which a DeviceError names.
 
     'auto' is CUDA when torch sees a GPU, the CPU when the job was given none; a job given GPUs
     that torch cannot see (a driver older than the wheels' CUDA, a wrong request) is an error,
@@ -73,10 +74,10 @@ def resolve_device(name: str, local_rank: int = 0, local_world_size: int = 1,
         signs = gpus_given(environ, devices)
         if name == "auto" and not signs:
             return torch.device("cpu")
-        raise _no_gpu_seen(name, signs)
+        raise _no_gpu_seen(name, signs, key)
     count = torch.cuda.device_count()
     if max(local_world_size, local_rank + 1) > count:
-        raise DeviceError(f"engine.device={name}: {max(local_world_size, local_rank + 1)} ranks "
+        raise DeviceError(f"{key}={name}: {max(local_world_size, local_rank + 1)} ranks "
                           f"on this node but {count} GPU(s) visible; start at most {count} ranks "
                           "per node (one per GPU), or request more GPUs")
     return torch.device("cuda", local_rank)

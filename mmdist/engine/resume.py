@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from mmdist.config.errors import InputNotFoundError
 from mmdist.engine import checkpoint as ckpt
 
 
@@ -24,7 +25,7 @@ def resume_candidates(resume, strategy, run_dir: Path) -> tuple[list[Path], bool
         return strategy.checkpoints_newest_first(run_dir), False
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"trainer.resume: checkpoint not found: {path}")
+        raise InputNotFoundError(f"trainer.resume: checkpoint not found: {path}")
     return [path], True
 
 

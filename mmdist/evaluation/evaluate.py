@@ -46,6 +46,7 @@ import torch.distributed as dist
 from mmdist.config import Config, load_config
 from mmdist.data.audit import overlap_warning, training_fingerprint, training_overlap
 from mmdist.data.imageset import NO_LABEL, ImageSet
+from mmdist.data.records import DatasetError
 from mmdist.data.row_reads import gather_rows
 from mmdist.data.source_imageset import load_imageset
 from mmdist.data.splits import mask_flags
@@ -104,22 +105,23 @@ def build_test_sets(config: Config, spec, task_data=None) -> list[EvalSet]:
             name = _in_domain_name(task, kind, taken)
             taken.add(name)
             sets.append(EvalSet(name, kind, "in", task.imageset, np.asarray(task.split.test)))
-    for entry in config.evaluation.cross_domain:
+    for i, entry in enumerate(config.evaluation.cross_domain):
         if not can[entry.task]:
             continue
         imageset = _cross_domain_imageset(entry, config.data.image_size)
-        where = f"evaluation.cross_domain {entry.name!r} ({entry.path or entry.kind})"
+        where = f"evaluation.cross_domain[{i}] {entry.name!r} ({entry.path or entry.kind})"
         if entry.task == "segmentation":
             if imageset.masks is None:
-                raise ValueError(f"{where}: a segmentation test set needs masks; this source has none")
+                raise DatasetError(f"{where}: a segmentation test set needs masks; this source "
+                                   "has none")
             # A partly masked source (meta['has_mask']) is scored on its masked images only.
             indices = np.flatnonzero(mask_flags(imageset))
             if not len(indices):
-                raise ValueError(f"{where}: a segmentation test set needs masks; none found")
+                raise DatasetError(f"{where}: a segmentation test set needs masks; none found")
         else:
             indices = np.flatnonzero(np.asarray(imageset.labels) != NO_LABEL)
             if not len(indices):
-                raise ValueError(f"{where}: a classification test set needs labels; none found")
+                raise DatasetError(f"{where}: a classification test set needs labels; none found")
         indices = exclude_pool_patients(config, entry, imageset, indices)
         sets.append(EvalSet(entry.name, entry.task, "cross", imageset, indices))
     return sets
@@ -160,7 +162,8 @@ def score_test_set(model: MultiMixNet, test_set: EvalSet, image_size: int, batch
 def metrics_of(test_set: EvalSet, columns: dict[str, np.ndarray]) -> dict[str, float]:
     """The paper's metrics of one test set from its merged per-image columns."""
     if not len(columns["index"]):
-        raise ValueError(f"test set {test_set.name!r} ({test_set.imageset.source}) has no images")
+        raise DatasetError(f"test set {test_set.name!r} ({test_set.imageset.source}) has no "
+                           "images")
     if test_set.kind == "classification":
         return classification_metrics(columns["prob"], columns["label"])
     return segmentation_metrics(columns)

@@ -43,6 +43,7 @@ from mmdist.data.adapters.common import IMAGE_SUFFIXES, list_images
 from mmdist.data.imageset import CLASS_NAMES
 from mmdist.data.imaging import CorruptImage, decode_gray, resize_gray
 from mmdist.engine.devices import resolve_device
+from mmdist.engine.user_errors import report, user_errors
 from mmdist.evaluation.plots import boundary_overlay, save_figure, saliency_overlay_figure
 from mmdist.evaluation.trained_model import default_checkpoint, load_model
 from mmdist.export.graph import eager_outputs
@@ -86,12 +87,12 @@ def predict_gray(network, gray: np.ndarray, image_size: int) -> Prediction:
 
 def load_network(source: str | Path, device, weights: str = "auto") -> tuple[Callable, int]:
     """(network for predict_gray, its training size) from a run directory, a checkpoint file or
-    an exported file. Raises FileNotFoundError, RuntimeError or ConfigError with the path."""
+    an exported file. Input errors (mmdist.engine.user_errors) name the path or the option."""
     source = Path(source)
     if export_format(source) is not None:
         if weights != "auto":
-            raise RuntimeError(f"{source}: an exported file keeps the weights chosen at export "
-                               f"(--weights {weights} applies to checkpoints only)")
+            raise ConfigError(f"{source}: an exported file keeps the weights chosen at export "
+                              f"(--weights {weights} applies to checkpoints only)")
         exported = ExportedModel(source, device)
         return exported, int(exported.metadata["image_size"])
     checkpoint = default_checkpoint(source) if source.is_dir() else source
@@ -157,11 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, key="--device")
         network, image_size = load_network(args.model, device, args.weights)
-    except (FileNotFoundError, RuntimeError, ConfigError) as exc:
-        print(f"predict: {exc}", file=sys.stderr)
-        return 2
+    except user_errors() as exc:  # a bug of mmdist keeps its traceback
+        return report("predict", exc)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     shared = args.saliency_scale == "shared"

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import sys
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ import numpy as np
 from scipy.stats import ttest_ind
 
 from mmdist.config import ConfigError, load_config
+from mmdist.config.errors import InputError, InputNotFoundError
+from mmdist.engine.user_errors import report, user_errors
 from mmdist.evaluation.metrics import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
 from mmdist.evaluation.surface import SURFACE_METRICS
 
@@ -81,8 +84,8 @@ def load_run(run_dir: str | Path) -> RunResult:
     run_dir = Path(run_dir)
     metrics_path = run_dir / "eval" / "metrics.json"
     if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path}: missing; run `python -m mmdist.evaluate "
-                                f"{run_dir}` first")
+        raise InputNotFoundError(f"{metrics_path}: missing; run `python -m mmdist.evaluate "
+                                 f"{run_dir}` first")
     try:
         config = load_config(run_dir / "config.yaml")
     except ConfigError as exc:
@@ -91,7 +94,7 @@ def load_run(run_dir: str | Path) -> RunResult:
         data = json.loads(metrics_path.read_text())
         test_sets = data["test_sets"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{metrics_path}: not an evaluation result ({exc!r})") from None
+        raise InputError(f"{metrics_path}: not an evaluation result ({exc!r})") from None
     budget = config.data.budget
     return RunResult(run_dir, config.model.variant, str(budget.classification_labeled),
                      str(budget.segmentation_labeled), config.seed, test_sets)
@@ -286,16 +289,20 @@ def write_sweep_table(run_dirs: list[str | Path], out_dir: str | Path,
     return md, csv_path
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmdist.evaluation.tables",
                                      description="Sweep table (mean ± std, t-tests) over runs.")
     parser.add_argument("run_dirs", nargs="+", help="evaluated run directories")
     parser.add_argument("--out", default=".", help="folder for table.md and table.csv")
     parser.add_argument("--reference", default="multimix", help="model the t-tests compare against")
     args = parser.parse_args(argv)
-    md, _ = write_sweep_table(args.run_dirs, args.out, args.reference)
+    try:
+        md, _ = write_sweep_table(args.run_dirs, args.out, args.reference)
+    except user_errors() as exc:  # a bug of mmdist keeps its traceback
+        return report("tables", exc)
     print(md.read_text(), end="")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,9 @@ import torch
 import yaml
 
 from mmdist.config import Config, from_dict
-from mmdist.engine.checkpoint import best_checkpoint_path, find_latest_checkpoint, load_checkpoint
+from mmdist.config.errors import InputNotFoundError
+from mmdist.engine.checkpoint import (CheckpointError, best_checkpoint_path,
+                                      find_latest_checkpoint, load_checkpoint)
 from mmdist.engine.run_folder import check_config_matches
 from mmdist.model import MultiMixNet, build_model
 
@@ -27,8 +29,8 @@ def weights_of(state: dict, weights: str = "auto", where: str = "checkpoint") ->
     if weights not in WEIGHTS:
         raise ValueError(f"weights: {weights!r} is not one of {', '.join(WEIGHTS)}")
     if weights == "ema" and not state.get("ema"):
-        raise RuntimeError(f"{where}: no EMA weights (the run trained with model.ema_decay=0); "
-                           "use the raw weights")
+        raise CheckpointError(f"{where}: no EMA weights (the run trained with model.ema_decay=0); "
+                              "use the raw weights")
     if weights != "raw" and state.get("ema"):
         return "ema", state["ema"]["model"]
     return "raw", state["model"]
@@ -43,7 +45,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", weigh
     has one) is refused in one line (mmdist.engine.run_folder)."""
     state = load_checkpoint(checkpoint, map_location="cpu")
     if "config" not in state or "model" not in state:
-        raise RuntimeError(f"{checkpoint}: checkpoint lacks the 'config' or 'model' entry")
+        raise CheckpointError(f"{checkpoint}: checkpoint lacks the 'config' or 'model' entry")
     run_config = Path(run_dir or Path(checkpoint).resolve().parent.parent) / "config.yaml"
     if run_config.is_file():  # a run's checkpoint: it must be the network the run describes
         check_config_matches(state, yaml.safe_load(run_config.read_text()) or {}, checkpoint,
@@ -51,7 +53,11 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", weigh
     config = from_dict(state["config"])
     model = build_model(config.model)
     state["weights_used"], state_dict = weights_of(state, weights, str(checkpoint))
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:  # missing or misshapen tensors: a damaged or edited file
+        raise CheckpointError(f"{checkpoint}: its {state['weights_used']} weights do not fit "
+                              f"the network its config describes ({exc})") from exc
     return model.to(device).eval(), config, state
 
 
@@ -62,8 +68,8 @@ def default_checkpoint(run_dir: str | Path) -> Path:
         return best
     latest = find_latest_checkpoint(run_dir)
     if latest is None:
-        raise FileNotFoundError(f"{run_dir}/checkpoints: no best.pt or step_*.pt checkpoint to "
-                                "evaluate")
+        raise InputNotFoundError(f"{run_dir}/checkpoints: no best.pt or step_*.pt checkpoint to "
+                                 "evaluate")
     return latest
 
 

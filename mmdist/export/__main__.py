@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from mmdist.config import ConfigError
+from mmdist.config.errors import InputNotFoundError
+from mmdist.engine.user_errors import report, user_errors
 
 TOLERANCE = 1e-4
 """Largest absolute difference from the eager model that an export may show."""
@@ -79,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint = default_checkpoint(source) if source.is_dir() else source
         if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no such run directory or checkpoint file")
+            raise InputNotFoundError(f"{checkpoint}: no such run directory or checkpoint file")
         model, config, state = load_model(checkpoint, "cpu", args.weights)
-    except (FileNotFoundError, RuntimeError, ConfigError) as exc:
-        print(f"export: {exc}", file=sys.stderr)
-        return 2
+    except user_errors() as exc:  # a bug of mmdist keeps its traceback
+        return report("export", exc)
     out = Path(args.out) if args.out else default_out(source, args.format)
     size = config.data.image_size
     metadata = {"format": args.format, "variant": config.model.variant, "image_size": size,
