@@ -166,7 +166,7 @@ BUGS = {
                  ["evaluate", "{tmp}"]),
     "predict": ("mmdist.evaluation.predict", "load_network", "RuntimeError",
                 ["predict", "{tmp}/c.pt", "{tmp}/x.png"]),
-    "export": ("mmdist.evaluation.loading", "load_model", "RuntimeError",
+    "export": ("mmdist.evaluation.trained_model", "load_model", "RuntimeError",
                ["export", "configs/tiny.yaml", "--format", "onnx"]),
     "sweep": ("mmdist.sweep", "collect", "ValueError", ["sweep", "--collect", "{tmp}"]),
     "tables": ("mmdist.evaluation.tables", "write_sweep_table", "FileNotFoundError",
