@@ -17,12 +17,14 @@ calls them must be declared with ``@pipeline_def(enable_conditionals=True)`` in 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from nvidia.dali import fn, types
 import nvidia.dali.math as dmath
 
-from mmdist.augment.policy import (APPEARANCE_INDEX, GIN_LAYERS, GIN_SLOPE, POOL, POOL_BY_NAME,
-                                   affine_arguments, inverse_affine_matrix)
+from mmdist.augment.policy import (APPEARANCE_INDEX, GIN_LAYERS, GIN_SLOPE, MAX_MAGNITUDE, POOL,
+                                   POOL_BY_NAME, affine_arguments, inverse_affine_matrix)
 
 KINDS: tuple[str, ...] = ("identity", "warp", "autocontrast", "brightness", "contrast", "equalize",
                           "posterize", "sharpness", "solarize")
@@ -41,8 +43,10 @@ def kind_of(name: str) -> str:
 def weak_arguments(draws) -> tuple[np.ndarray, np.ndarray]:
     """WeakDraws of N images -> (flip int32 (N,), slice anchor int32 (N, 2) [top, left] in the
     unpadded frame)."""
-    anchor = np.stack([draws.top.numpy(), draws.left.numpy()], 1) - draws.pad
-    return draws.flip.numpy().astype(np.int32), anchor.astype(np.int32)
+    anchor = np.empty((len(draws.flip), 2), dtype=np.int32)
+    anchor[:, 0], anchor[:, 1] = draws.top.numpy(), draws.left.numpy()
+    anchor -= draws.pad
+    return draws.flip.numpy().astype(np.int32), anchor
 
 
 def op_arguments(op: np.ndarray, magnitude: np.ndarray, sign: np.ndarray, applied: np.ndarray,
@@ -77,10 +81,37 @@ def op_arguments(op: np.ndarray, magnitude: np.ndarray, sign: np.ndarray, applie
     return kind, value, matrix
 
 
+@functools.lru_cache(maxsize=8)
+def op_table(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """op_arguments of every drawable pool op at ``size``, as flat tables: entry
+    ``(op * MAX_MAGNITUDE + magnitude - 1) * 2 + (sign > 0)`` holds the applied op's
+    (kind, value, matrix), the last entry (NOT_APPLIED) the identity of an op drawn off.
+
+    A drawn op is one of these 261 cases, so a batch's arguments are a lookup, made once per size
+    and process, not an op_arguments pass per batch (which cost more than the draws themselves).
+    """
+    op, magnitude, sign = (a.reshape(-1) for a in np.meshgrid(
+        np.arange(len(POOL)), np.arange(1, MAX_MAGNITUDE + 1), np.array([-1, 1]), indexing="ij"))
+    applied = np.append(np.ones(op.shape, dtype=bool), False)
+    kind, value, matrix = op_arguments(np.append(op, 0), np.append(magnitude, 1),
+                                       np.append(sign, 1), applied, size)
+    for table in (kind, value, matrix):
+        table.setflags(write=False)  # shared by every batch
+    return kind, value, matrix
+
+
+NOT_APPLIED = 2 * MAX_MAGNITUDE * len(POOL)
+"""The op_table entry of an op drawn off (strong_apply: half)."""
+
+
 def strong_arguments(draws, slot: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """op_arguments of RandAugment slot ``slot`` of a batch's StrongDraws."""
-    return op_arguments(draws.op[:, slot].numpy(), draws.magnitude[:, slot].numpy(),
-                        draws.sign[:, slot].numpy(), draws.applied[:, slot].numpy(), size)
+    """op_arguments of RandAugment slot ``slot`` of a batch's StrongDraws, looked up in op_table:
+    (kind int32 (N,), value float32 (N,), matrix float32 (N, 2, 3)), fresh arrays."""
+    op, magnitude, sign, applied = (t[:, slot].numpy() for t in
+                                    (draws.op, draws.magnitude, draws.sign, draws.applied))
+    entry = np.where(applied, (op * MAX_MAGNITUDE + magnitude - 1) * 2 + (sign > 0), NOT_APPLIED)
+    kind, value, matrix = op_table(size)
+    return kind[entry], value[entry], matrix[entry]
 
 
 def appearance_arguments(draws) -> list[np.ndarray]:

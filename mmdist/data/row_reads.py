@@ -8,10 +8,14 @@ import torch.nn.functional as F
 
 
 def gather_rows(array: np.ndarray, indices: np.ndarray, size: int, nearest: bool) -> torch.Tensor:
-    """Read rows of an (N, H, W) uint8 array (memmap-friendly: sorted reads) as (B, 1, S, S)."""
-    order = np.argsort(indices, kind="stable")
-    rows = np.empty((len(indices),) + array.shape[1:], dtype=np.uint8)
-    rows[order] = array[indices[order]]
+    """Read rows of an (N, H, W) uint8 array as (B, 1, S, S): an array in memory with one gather;
+    a memory map (or a stack of them) in file order (sorted reads), then put in batch order."""
+    if type(array) is np.ndarray:  # a second copy and allocation cost 5x the gather itself
+        rows = array[indices]
+    else:
+        order = np.argsort(indices, kind="stable")
+        rows = np.empty((len(indices),) + array.shape[1:], dtype=np.uint8)
+        rows[order] = array[indices[order]]
     tensor = torch.from_numpy(rows).unsqueeze(1)
     if tensor.shape[-1] != size:
         mode = "nearest" if nearest else "bilinear"
