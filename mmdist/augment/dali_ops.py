@@ -145,30 +145,36 @@ def weak_view(image, flip, anchor, size: int):
 
 
 def _truncate_to_uint8(values):
-    """float -> uint8 as torchvision does: clamp to [0, 255], then drop the fraction."""
-    return fn.cast(dmath.floor(dmath.clamp(values, 0.0, 255.0)), dtype=types.UINT8)
+    """float -> uint8 as torchvision's ``.clamp(0, 255).to(uint8)``: drop the fraction, then
+    DALI's saturating cast (floor first: the cast rounds to nearest). floor(clamp(v)) and
+    saturate(floor(v)) are equal for every float, so no clamp pass."""
+    return fn.cast(dmath.floor(values), dtype=types.UINT8)
 
 
+# Each DALI arithmetic operator is a pass over the whole image (they are not fused), so the ops
+# below keep the passes few: uint8 images enter arithmetic directly (promoted to float32, the
+# same values a cast would give), clamps the saturating cast makes redundant are left out, and
+# solarize stays in uint8.
 def warp(image, matrix):
     """Nearest-neighbour affine warp, zero fill (torchvision affine with NEAREST, fill=0)."""
     return fn.warp_affine(image, matrix=matrix, interp_type=types.INTERP_NN, fill_value=0)
 
 
 def autocontrast(image):
-    x = fn.cast(image, dtype=types.FLOAT)
-    low, high = fn.reductions.min(x), fn.reductions.max(x)
+    low = fn.cast(fn.reductions.min(image), dtype=types.FLOAT)  # per-sample scalars: cheap
+    high = fn.cast(fn.reductions.max(image), dtype=types.FLOAT)
     flat = fn.cast(high == low, dtype=types.FLOAT)  # flat images pass unchanged
     inv_scale = (high - low) * np.float32(1.0 / 255.0) + flat
-    return _truncate_to_uint8((x - (low - low * flat)) / inv_scale)
+    return _truncate_to_uint8((image - (low - low * flat)) / inv_scale)
 
 
 def brightness(image, factor):
-    return _truncate_to_uint8(fn.cast(image, dtype=types.FLOAT) * factor)
+    return _truncate_to_uint8(image * factor)
 
 
 def contrast(image, factor):
-    x = fn.cast(image, dtype=types.FLOAT)
-    return _truncate_to_uint8(x * factor + fn.reductions.mean(x) * (1.0 - factor))
+    mean = fn.reductions.mean(image, dtype=types.FLOAT)
+    return _truncate_to_uint8(image * factor + mean * (1.0 - factor))
 
 
 def equalize(image):
@@ -180,9 +186,8 @@ def posterize(image, bit_mask):
 
 
 def solarize(image, threshold):
-    x = fn.cast(image, dtype=types.INT32)
-    invert = fn.cast(fn.cast(image, dtype=types.FLOAT) >= threshold, dtype=types.INT32)
-    return fn.cast(x + invert * (255 - 2 * x), dtype=types.UINT8)
+    """255 - x is x ^ 255 in uint8: the inverted pixels get that mask, the others 0."""
+    return image ^ ((image >= threshold) * np.uint8(255))
 
 
 _SMOOTH = (np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / np.float32(13.0))
@@ -190,13 +195,14 @@ _SMOOTH = (np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / np.fl
 
 def sharpness(image, factor, size: int, device: str):
     """Blend with the rounded 3x3 smoothing (torchvision / PIL); the border keeps the original."""
-    x = fn.cast(image, dtype=types.FLOAT)
     kernel = types.Constant(_SMOOTH, device=device)
-    smooth = dmath.floor(fn.filter(x, kernel, border="clamp") + 0.5)
+    # torchvision rounds the smoothed image; DALI's cast rounds to nearest too, into int16 so
+    # that smooth - image keeps its sign.
+    smooth = fn.cast(fn.filter(image, kernel, border="clamp", dtype=types.FLOAT), dtype=types.INT16)
     interior = np.zeros((size, size, 1), dtype=np.float32)
     interior[1:-1, 1:-1] = 1.0
     interior = types.Constant(interior, device=device)
-    return _truncate_to_uint8(x + interior * (1.0 - factor) * (smooth - x))
+    return _truncate_to_uint8(image + interior * (1.0 - factor) * (smooth - image))
 
 
 def appearance(image, inputs: list, device: str):
@@ -208,7 +214,7 @@ def appearance(image, inputs: list, device: str):
         return value.gpu() if device == "gpu" else value
 
     gamma, brightness, contrast, blur = arg(), arg(), arg(), arg()
-    u = fn.cast(image, dtype=types.FLOAT) / np.float32(255.0)
+    u = image / np.float32(255.0)  # uint8 / float32 is float32 division
     u = dmath.pow(u, gamma) * brightness
     mean = fn.reductions.mean(u)
     u = mean + contrast * (u - mean)
