@@ -88,10 +88,7 @@ def sweep_cells(target: str | Path, output_dir=None, overrides=()) -> tuple[Path
         return spec.output_dir, spec.cell_records()
     if not target.is_dir():
         raise InputNotFoundError(f"sweep directory not found: {target}")
-    try:
-        cells = read_state(target).get("cells") or {}
-    except ValueError as exc:  # sweep.json is not valid JSON: the message names it
-        raise InputError(str(exc)) from None
+    cells = read_state(target).get("cells") or {}
     if not cells:
         raise InputError(f"{target}: sweep.json lists no cells; submit the sweep first, or pass "
                          "its spec: --collect SPEC [--output-dir SWEEP_DIR]")
@@ -195,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    statuses = sweep_statuses(spec)
+    try:
+        statuses = sweep_statuses(spec)
+    except user_errors() as exc:  # e.g. the sweep folder's sweep.json is damaged
+        return report_error("sweep error", exc)
     if args.dry_run:
         try:
             print("\n".join(dry_run_lines(spec, statuses, args.pack_result)))

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from mmdist.config.errors import InputError
 from mmdist.launch.pack import run_completed
 from mmdist.launch.submit import job_in_queue
 from mmdist.launch.sweep_spec import Run, SweepSpec
@@ -60,9 +61,12 @@ def read_state(sweep_dir: Path) -> dict:
         return {"cells": {}, "runs": {}}
     try:
         state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); remove it to start the sweep's "
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); remove it to start the sweep's "
                          "bookkeeping afresh") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a sweep's state (a JSON object with 'cells' and 'runs'); "
+                         "remove it to start the sweep's bookkeeping afresh")
     if "runs" not in state:
         # Written before cells could share a run: each cell was its own run, of the same name.
         state["runs"] = state.get("cells", {})

@@ -181,3 +181,17 @@ slurm: {{array_parallelism: 2}}
     assert f"completed {sweep_dir / 'unet_c20'}  (also cells unet_c30)" in out
     code, out, err = run_sweep(capsys, str(spec_path), "--local", "--output-dir", str(sweep_dir))
     assert code == 0 and "4 cells, 3 runs {'completed': 3}; submitting 0" in out
+
+
+@pytest.mark.parametrize("damage", ['{"cells": {', "[1, 2]", b"\xff\xfe"])
+def test_a_damaged_sweep_json_is_one_line_naming_it_for_every_command(tmp_path, capsys, damage):
+    state = tmp_path / "sweep.json"
+    state.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+    for args in ((str(PAPER_SPEC), "--dry-run", "--output-dir", str(tmp_path)),
+                 (str(PAPER_SPEC), "--local", "--output-dir", str(tmp_path)),
+                 ("--collect", str(tmp_path))):
+        code, out, err = run_sweep(capsys, *args)
+        assert code == 2, (args, err)
+        assert f"{state}: not" in err and "remove it" in err and len(err.strip().splitlines()) == 1
+        assert "Traceback" not in err
+    assert state.read_bytes() == (damage if isinstance(damage, bytes) else damage.encode())
