@@ -23,6 +23,16 @@ BENCHMARKS = {
 }
 
 
+def _check_gpu_asked(args) -> None:
+    """A GPU asked for with --device and not there is one line naming --device, before any work
+    (bench pack would start its child processes, each failing with a traceback)."""
+    wanted = getattr(args, "device", None)
+    if wanted in ("cuda", "gpu"):
+        from mmdist.engine.devices import resolve_device
+
+        resolve_device(wanted if wanted == "cuda" else "cuda", key="--device")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmdist.bench", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -38,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmdist.engine.user_errors import report, user_errors
 
     try:
+        _check_gpu_asked(args)
         result = importlib.import_module(f"mmdist.bench.{args.name}").run(args)
     except user_errors() as exc:  # e.g. --device cuda without a GPU; a bug keeps its traceback
         return report(f"bench {args.name}", exc)
