@@ -36,10 +36,6 @@ def packed_seconds_from_bench(path: str | Path, runs_per_gpu: int) -> tuple[floa
     return float(by_runs[runs_per_gpu]["step_s_median"]), settings
 
 
-def _packs(runs: list, k: int) -> list[list]:
-    return [runs[i:i + k] for i in range(0, len(runs), k)]
-
-
 def estimate_lines(spec, statuses: dict[str, str], pack_result: Optional[str] = None) -> list[str]:
     """The jobs and GPU-hours of the spec's runs (all, and those not completed) at its K =
     slurm.runs_per_gpu, from S (K = 1) or S_K (the spec's estimate, or ``pack_result``, a
@@ -49,7 +45,7 @@ def estimate_lines(spec, statuses: dict[str, str], pack_result: Optional[str] = 
     k = spec.slurm.runs_per_gpu
     gpus = spec.slurm.nodes * spec.slurm.gpus_per_node
     unit = "GPU-hours" if gpus else "job-hours (the spec asks for no GPUs)"
-    jobs = len(_packs(spec.runs, k))
+    jobs = len(spec.packs(spec.runs))
     up_to = "up to " if len(spec.runs) % k else ""
     lines = [f"jobs:        {jobs} array tasks of {up_to}{k} run{'s' if k > 1 else ''} each, "
              f"{max(gpus, 1) if gpus else 0} GPU each, at most {spec.slurm.array_parallelism} "
@@ -79,7 +75,7 @@ def estimate_lines(spec, statuses: dict[str, str], pack_result: Optional[str] = 
 
     def hours(runs, per_gpu: int, seconds: float) -> float:
         """Each pack holds its GPUs for its longest run's steps."""
-        return sum(max(planned[r.name] for r in group) for group in _packs(runs, per_gpu)) \
+        return sum(max(planned[r.name] for r in group) for group in spec.packs(runs, per_gpu)) \
             * seconds * max(gpus, 1) / 3600
 
     left = [r for r in spec.runs if statuses[r.name] != "completed"]

@@ -116,6 +116,13 @@ class SweepSpec:
     """The spec's estimate.seconds_per_step_packed, S_K at K = slurm.runs_per_gpu (None: not
     given)."""
 
+    def packs(self, runs: list[Run], per_gpu: Optional[int] = None) -> list[list[Run]]:
+        """``runs`` in groups of ``per_gpu`` (default slurm.runs_per_gpu), in their order: one
+        array task (one GPU's share) each, the last one possibly smaller. Submission and the
+        cost estimate both group with this."""
+        k = per_gpu or self.slurm.runs_per_gpu
+        return [runs[i:i + k] for i in range(0, len(runs), k)]
+
     def cell_records(self) -> dict[str, dict]:
         """{cell name: {'values', 'run'}}, as sweep.json keeps them for --collect."""
         return {c.name: {"values": c.values, "run": c.run} for c in self.cells}

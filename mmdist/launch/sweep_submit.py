@@ -16,12 +16,6 @@ from mmdist.launch.sweep_spec import Run, SweepSpec
 from mmdist.launch.sweep_state import read_state, write_state
 
 
-def packs(spec: SweepSpec, runs: list[Run]) -> list[list[Run]]:
-    """The runs in groups of slurm.runs_per_gpu (in spec order), one array task each."""
-    k = spec.slurm.runs_per_gpu
-    return [runs[i:i + k] for i in range(0, len(runs), k)]
-
-
 def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
                  poll_s: float = 1.0) -> list[tuple[list[str], Any]]:
     """Submit every run whose status (``sweep_statuses``) is 'missing' or 'failed'; returns
@@ -57,7 +51,7 @@ def submit_sweep(spec: SweepSpec, statuses: dict[str, str], local: bool = False,
                                        spec.slurm.runs_per_gpu, spec.slurm.memory_fraction_per_run,
                                        spec.output_dir / "submitit" / "packed", spec.evaluate))
 
-    groups = packs(spec, todo)
+    groups = spec.packs(todo)
     if not local:
         with executor.batch():
             jobs = [job_of(group) for group in groups]
