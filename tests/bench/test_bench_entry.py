@@ -19,6 +19,6 @@ def test_a_missing_gpu_is_one_line_naming_the_option(name, device, capsys, tmp_p
     code = main([name, "--device", device])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith(f"bench {name}: --device=cuda: "), err
+    assert len(err.splitlines()) == 1 and err.startswith(f"bench {name}: --device={device}: "), err
     assert "torch sees no CUDA device" in err and "set --device=cpu" in err
     assert not any(tmp_path.iterdir())
