@@ -148,3 +148,15 @@ def test_the_subset_recipe_trains_a_step(tmp_path, monkeypatch):
     assert len(trainer.task_data.classification.imageset) == 5216
     sets = {s.name: s for s in build_test_sets(config, VARIANTS["multimix"])}
     assert len(sets["montgomery"].indices) == 13
+
+
+def test_the_plus_recipe_is_the_arm_the_fidelity_benchmark_measured(monkeypatch):
+    """configs/paper/plus.yaml must stay the benchmark's `multimix appearance` arm: the README's
+    figures for the recipe are that arm's."""
+    from mmdist.bench.fidelity import ARMS, RECIPE
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, "/prepared")
+    plus = load_config(PAPER / "plus.yaml").to_dict()
+    measured = load_config(RECIPE, ARMS["multimix appearance"]).to_dict()
+    assert plus.pop("output_dir") != measured.pop("output_dir")
+    assert plus == measured
+    assert plus["data"]["augment"]["seg_appearance"] is True
