@@ -11,6 +11,7 @@ import pytest
 
 from chest_layouts import shared_data, write_jsrt, write_kermany, write_montgomery, write_nih
 from mmdist import prepare, train
+from mmdist.bench.fidelity import ARMS, RECIPE
 from mmdist.config import DATA_ROOT_VARIABLE, load_config
 from mmdist.config.variants import VARIANTS
 from mmdist.data.records import DatasetError
@@ -153,7 +154,6 @@ def test_the_subset_recipe_trains_a_step(tmp_path, monkeypatch):
 def test_the_plus_recipe_is_the_arm_the_fidelity_benchmark_measured(monkeypatch):
     """configs/paper/plus.yaml must stay the benchmark's `multimix appearance` arm: the README's
     figures for the recipe are that arm's."""
-    from mmdist.bench.fidelity import ARMS, RECIPE
     monkeypatch.setenv(DATA_ROOT_VARIABLE, "/prepared")
     plus = load_config(PAPER / "plus.yaml").to_dict()
     measured = load_config(RECIPE, ARMS["multimix appearance"]).to_dict()
